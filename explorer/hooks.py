@@ -1,0 +1,228 @@
+"""Named hook points and the ``record()`` context manager.
+
+Layers declare identity :class:`HookPoint` modules in ``__init__`` and pass tensors through them in
+``forward``::
+
+    self.hook_pattern = HookPoint(("batch", "head", "query", "key"))
+    ...
+    pattern = self.hook_pattern(pattern)
+
+A hook point's name is its module path inside the model being recorded (``blocks.0.attn.hook_pattern``);
+:func:`record` sets the names when it starts, so the same layer can live in several models.
+
+Cost when nothing records: ``HookPoint.__call__`` is overridden to skip ``nn.Module.__call__`` and its hook
+dispatch; an idle hook point is one attribute test and a return (see ``explorer/bench/hook_overhead.py``).
+Recording attaches a callback to the selected hook points only, inside a ``try/finally``, so nothing stays
+attached after the ``with`` block, whether the forward pass succeeded or raised.
+
+A consequence of the overridden ``__call__``: ``register_forward_hook`` on a hook point is never called, and
+``torch.fx`` traces straight through hook points (they leave no node in the graph), which is what the
+receptive-field analysis wants.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Union
+
+import torch
+from torch import nn
+
+__all__ = ["HookPoint", "Trace", "hook_points", "record", "NameFilter"]
+
+NameFilter = Union[None, str, Iterable[str], Callable[[str], bool]]
+
+
+class HookPoint(nn.Module):
+    """Identity module marking a tensor that :func:`record` can capture.
+
+    Args:
+        dims: names of the tensor's dimensions, from the shared vocabulary
+            (``batch, head, query, key, channel, height, width, length, head_dim, embed``).
+            Stored in the trace so every recorded key documents its shape.
+    """
+
+    def __init__(self, dims: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        if not isinstance(dims, tuple) or not all(isinstance(d, str) for d in dims):
+            raise TypeError(f"dims must be a tuple of str, got {dims!r}")
+        self.dims = dims
+        self.name: str | None = None
+        self._recorders: list[Callable[[str, torch.Tensor], None]] = []
+
+    @property
+    def active(self) -> bool:
+        """True while at least one :func:`record` context captures this hook point."""
+        return bool(self._recorders)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401 - identity
+        if self._recorders:
+            for fn in self._recorders:
+                fn(self.name or "", x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+def hook_points(model: nn.Module) -> dict[str, HookPoint]:
+    """All hook points of ``model`` by module path, with their ``name`` set to that path."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    found: dict[str, HookPoint] = {}
+    for path, module in model.named_modules():
+        if isinstance(module, HookPoint):
+            module.name = path
+            found[path] = module
+    return found
+
+
+def _compile_filter(names: NameFilter) -> Callable[[str], bool]:
+    if names is None:
+        return lambda _name: True
+    if callable(names):
+        return names
+    if isinstance(names, str):
+        patterns = [names]
+    else:
+        try:
+            patterns = list(names)
+        except TypeError:
+            raise TypeError(
+                f"names must be None, a str (exact name or glob), an iterable of str or a callable, "
+                f"got {type(names).__name__}"
+            ) from None
+        if not all(isinstance(p, str) for p in patterns):
+            raise TypeError("names: every item of the iterable must be a str")
+
+    def match(name: str) -> bool:
+        return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    return match
+
+
+class Trace:
+    """Tensors captured by :func:`record`, keyed by hook-point name.
+
+    ``trace[name]`` is the tensor from the last time that hook point fired; ``trace.history(name)`` gives every
+    firing in order (a module called twice in one forward fires twice). ``trace.dims(name)`` names the dimensions.
+
+    Shapes of the hook points that explorer layers declare:
+
+    ==========================  =========================================
+    key suffix                  shape
+    ==========================  =========================================
+    ``hook_in`` / ``hook_out``  conv: ``[batch, channel, *spatial]``; attention: ``[batch, query, embed]``
+    ``hook_q``                  ``[batch, head, query, head_dim]``
+    ``hook_k`` / ``hook_v``     ``[batch, head, key, head_dim]``
+    ``hook_scores``             ``[batch, head, query, key]`` (scaled, masked logits)
+    ``hook_pattern``            ``[batch, head, query, key]`` (softmax probabilities, rows sum to 1)
+    ``hook_z``                  ``[batch, head, query, head_dim]`` (per-head output, before the projection)
+    ==========================  =========================================
+    """
+
+    def __init__(self, dims: dict[str, tuple[str, ...]]) -> None:
+        self._dims = dims
+        self._store: dict[str, list[torch.Tensor]] = {}
+
+    def _add(self, name: str, tensor: torch.Tensor) -> None:
+        self._store.setdefault(name, []).append(tensor)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._store:
+            raise KeyError(f"{name!r} was not recorded; recorded: {sorted(self._store)}")
+        return self._store[name][-1]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._store
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def keys(self) -> list[str]:
+        return list(self._store)
+
+    def items(self) -> list[tuple[str, torch.Tensor]]:
+        return [(k, v[-1]) for k, v in self._store.items()]
+
+    def history(self, name: str) -> list[torch.Tensor]:
+        """Every tensor recorded at ``name``, in call order."""
+        self[name]  # raises a helpful KeyError
+        return list(self._store[name])
+
+    def dims(self, name: str) -> tuple[str, ...]:
+        """Dimension names of the hook point ``name``."""
+        if name not in self._dims:
+            raise KeyError(f"{name!r} is not a hook point of the recorded model")
+        return self._dims[name]
+
+    def describe(self) -> str:
+        """One line per recorded key: name, dimension names, shape."""
+        lines = []
+        for name, tensor in self.items():
+            dims = ", ".join(self._dims.get(name, ()))
+            lines.append(f"{name}  [{dims}]  {tuple(tensor.shape)}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Trace({len(self)} keys)"
+
+
+@contextmanager
+def record(
+    model: nn.Module,
+    names: NameFilter = None,
+    *,
+    device: torch.device | str | None = None,
+    detach: bool = True,
+) -> Iterator[Trace]:
+    """Record the tensors passing through ``model``'s hook points while the context is open.
+
+    Args:
+        model: any module containing :class:`HookPoint` submodules.
+        names: which hook points to record: ``None`` (all), an exact name or a glob (``"*.hook_pattern"``),
+            an iterable of those, or a callable ``name -> bool``.
+        device: move recorded tensors there (e.g. ``"cpu"`` to keep GPU memory free).
+        detach: store detached tensors (default) so the trace keeps no autograd graph alive.
+
+    Returns:
+        A :class:`Trace`, filled as the model runs inside the ``with`` block.
+
+    Raises:
+        ValueError: if ``names`` selects no hook point of ``model``.
+    """
+    points = hook_points(model)
+    match = _compile_filter(names)
+    selected = [hp for path, hp in points.items() if match(path)]
+    if names is not None and not selected:
+        raise ValueError(
+            f"names={names!r} matches no hook point of the model; it has {len(points)}: "
+            f"{sorted(points)[:8]}{' ...' if len(points) > 8 else ''}"
+        )
+    trace = Trace({path: hp.dims for path, hp in points.items()})
+    target = torch.device(device) if device is not None else None
+
+    def capture(name: str, tensor: torch.Tensor) -> None:
+        if detach:
+            tensor = tensor.detach()
+        if target is not None:
+            tensor = tensor.to(target)
+        trace._add(name, tensor)
+
+    attached: list[HookPoint] = []
+    try:
+        for hp in selected:
+            hp._recorders.append(capture)
+            attached.append(hp)
+        yield trace
+    finally:
+        for hp in attached:
+            hp._recorders.remove(capture)

@@ -1,0 +1,55 @@
+"""environment.yml (conda) and pyproject.toml (pip) must name the same dependencies."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# conda-forge names that differ from PyPI names
+CONDA_TO_PYPI = {"pytorch": "torch"}
+
+
+def _name(requirement: str) -> str:
+    name = re.split(r"[<>=!~;\[ ]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pyproject() -> tuple[set[str], dict[str, str]]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        reqs += extra
+    return {_name(r) for r in reqs}, {_name(r): r for r in reqs}
+
+
+def _environment() -> tuple[set[str], list[str]]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    specs = [d for d in env["dependencies"] if isinstance(d, str)]
+    names = {CONDA_TO_PYPI.get(_name(s), _name(s)) for s in specs} - {"python", "pip"}
+    return names, specs
+
+
+def test_same_dependency_names():
+    pip_names, _ = _pyproject()
+    conda_names, _ = _environment()
+    assert conda_names == pip_names, (
+        f"only in environment.yml: {sorted(conda_names - pip_names)}; "
+        f"only in pyproject.toml: {sorted(pip_names - conda_names)}"
+    )
+
+
+def test_torch_pinned_in_both_environments():
+    _, specs = _environment()
+    assert "pytorch=2.13.0" in specs
+    constraints = (ROOT / "constraints.txt").read_text().splitlines()
+    assert "torch==2.13.0" in constraints
+
+
+def test_constraints_cover_every_dependency():
+    pip_names, _ = _pyproject()
+    pinned = {_name(line) for line in (ROOT / "constraints.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert pip_names <= pinned, f"not pinned in constraints.txt: {sorted(pip_names - pinned)}"
