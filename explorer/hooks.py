@@ -117,7 +117,8 @@ class Trace:
     ==========================  =========================================
     key suffix                  shape
     ==========================  =========================================
-    ``hook_in`` / ``hook_out``  conv: ``[batch, channel, *spatial]``; attention: ``[batch, query, embed]``
+    ``hook_in`` / ``hook_out``  conv/pool: ``[batch, channel, *spatial]``
+    ``hook_out`` (attention)    ``[batch, query, embed]``
     ``hook_q``                  ``[batch, head, query, head_dim]``
     ``hook_k`` / ``hook_v``     ``[batch, head, key, head_dim]``
     ``hook_scores``             ``[batch, head, query, key]`` (scaled, masked logits)

@@ -1,0 +1,412 @@
+"""Instrumented multi-head attention (self and cross), with masks, padding, additive score biases and two backends.
+
+One layer, two ways to compute the same thing:
+
+* ``"math"`` materialises the ``[batch, head, query, key]`` scores and pattern and passes them through
+  ``hook_scores`` / ``hook_pattern`` -- memory ``O(batch * head * query * key)``;
+* ``"sdpa"`` calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels where torch has them),
+  which never exposes the pattern;
+* ``"auto"`` (default) uses ``"sdpa"`` unless ``hook_scores`` or ``hook_pattern`` is being recorded, then
+  ``"math"`` for that call. This is decided per call (one list truth test per hook point) because recording is
+  switched on and off from outside, by :func:`explorer.record`.
+
+Asking ``backend="sdpa"`` for scores or patterns raises a RuntimeError: a trace is never silently empty.
+
+Fully masked query rows (every key removed by the mask, the padding or a ``-inf`` bias) have one policy in both
+backends: their pattern row is all zeros and their per-head output ``z`` is zero (so the layer output there is
+``out_proj.bias``); no NaN. ``hook_scores`` shows ``-inf`` at every masked position.
+
+Paper: Vaswani et al. 2017, https://arxiv.org/abs/1706.03762.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from explorer.hooks import HookPoint
+from explorer.layers.conv import _check_bool, _check_floating, _check_int
+from explorer.masks import Causal, Mask
+
+__all__ = ["MultiheadAttention", "alibi_bias", "alibi_slopes"]
+
+BACKENDS = ("auto", "math", "sdpa")
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """ALiBi head slopes (Press et al. 2022, https://arxiv.org/abs/2108.12409).
+
+    For ``n`` a power of two the slopes are the geometric sequence ``2^(-8/n), 2^(-16/n), ..., 2^(-8)``; otherwise
+    the ``p = 2^floor(log2 n)`` slopes for ``p`` heads followed by every other slope for ``2p`` heads, as in the
+    paper's reference code.
+
+    Args:
+        num_heads: number of heads (>= 1).
+
+    Returns:
+        Tensor ``[head]`` (float64, exact).
+    """
+    _check_int("num_heads", num_heads, 1)
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    closest = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = power_of_two(closest)
+    if closest != num_heads:
+        slopes += power_of_two(2 * closest)[0::2][: num_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float64)
+
+
+def alibi_bias(
+    num_heads: int,
+    n_query: int,
+    n_key: int,
+    *,
+    causal: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """ALiBi additive score bias: a linear penalty on the query-key distance, one slope per head.
+
+    Positions are aligned top-left (query ``i`` and key ``i`` are the same position), as in :mod:`explorer.masks`.
+
+    Args:
+        num_heads: number of heads (>= 1); head ``h`` gets slope ``alibi_slopes(num_heads)[h]``.
+        n_query: number of query positions (>= 1).
+        n_key: number of key positions (>= 1).
+        causal: False: ``-slope * |i - j|`` (symmetric, for encoders). True: the paper's decoder form
+            ``-slope * (i - j)`` for keys ``j <= i`` and ``0`` for ``j > i``; the bias does not mask, so pair it
+            with ``mask=causal()``.
+        device: device of the result.
+        dtype: floating dtype of the result.
+
+    Returns:
+        Tensor ``[head, query, key]``, to pass as ``score_bias``.
+    """
+    _check_int("n_query", n_query, 1)
+    _check_int("n_key", n_key, 1)
+    _check_bool("causal", causal)
+    slopes = alibi_slopes(num_heads).to(device=device, dtype=dtype)  # (head,)
+    query = torch.arange(n_query, device=device)[:, None]  # (query, 1)
+    key = torch.arange(n_key, device=device)[None, :]  # (1, key)
+    offset = (key - query).to(dtype)  # (query, key)
+    distance = offset.clamp(max=0) if causal else -offset.abs()  # (query, key), <= 0
+    return slopes[:, None, None] * distance  # (head, query, key)
+
+
+def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int | None, ...], dims: str) -> None:
+    """ValueError unless ``tensor.shape`` matches ``expected`` (None = any size)."""
+    ok = tensor.ndim == len(expected) and all(e is None or s == e for s, e in zip(tensor.shape, expected))
+    if not ok:
+        sizes = ", ".join("*" if e is None else str(e) for e in expected)
+        raise ValueError(f"{name} must have shape {dims} = ({sizes}), got {tuple(tensor.shape)}")
+
+
+def _check_broadcastable(name: str, tensor: torch.Tensor, target: tuple[int, ...]) -> None:
+    """ValueError unless ``tensor`` broadcasts to ``target`` = (batch, head, query, key) without growing it."""
+    shape = tuple(tensor.shape)
+    aligned = target[len(target) - len(shape):] if len(shape) <= len(target) else None
+    if aligned is None or any(s not in (1, t) for s, t in zip(shape, aligned)):
+        raise ValueError(
+            f"{name} must broadcast to (batch, head, query, key) = {target}, got shape {shape}"
+        )
+
+
+def _softmax_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over keys, with all-zero rows where every score is ``-inf`` (instead of NaN)."""
+    has_key = (scores != float("-inf")).any(dim=-1, keepdim=True)  # (batch, head, query, 1)
+    pattern = torch.softmax(scores.masked_fill(~has_key, 0.0), dim=-1)  # (batch, head, query, key)
+    return pattern.masked_fill(~has_key, 0.0)
+
+
+class MultiheadAttention(nn.Module):
+    """Batch-first multi-head attention with named hook points.
+
+    ``forward(query)`` is self-attention; ``forward(query, key)`` is cross-attention (value defaults to key).
+
+    Args:
+        embed_dim: model width (>= 1), divisible by ``num_heads``.
+        num_heads: number of heads (>= 1); ``head_dim = embed_dim // num_heads``.
+        kdim: width of the key input (default ``embed_dim``).
+        vdim: width of the value input (default ``embed_dim``).
+        bias: add biases to the four projections.
+        mask: default :class:`~explorer.masks.Mask` of the layer (None = no mask); a ``mask`` passed to forward
+            replaces it for that call.
+        backend: ``"auto"``, ``"math"`` or ``"sdpa"`` (see the module docstring).
+        device, dtype: of the parameters.
+
+    Hook points (shapes): ``hook_q`` ``[batch, head, query, head_dim]``, ``hook_k`` / ``hook_v``
+    ``[batch, head, key, head_dim]``, ``hook_scores`` ``[batch, head, query, key]`` (scaled, biased, masked
+    logits; ``-inf`` where masked), ``hook_pattern`` ``[batch, head, query, key]``, ``hook_z``
+    ``[batch, head, query, head_dim]``, ``hook_out`` ``[batch, query, embed]``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        bias: bool = True,
+        mask: Mask | None = None,
+        backend: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        _check_int("embed_dim", embed_dim, 1)
+        _check_int("num_heads", num_heads, 1)
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        kdim = embed_dim if kdim is None else _check_int("kdim", kdim, 1)
+        vdim = embed_dim if vdim is None else _check_int("vdim", vdim, 1)
+        _check_bool("bias", bias)
+        if mask is not None and not isinstance(mask, Mask):
+            raise TypeError(f"mask must be an explorer.masks.Mask or None, got {type(mask).__name__}")
+
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.kdim = kdim
+        self.vdim = vdim
+        self.mask = mask
+        self.backend = backend
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+
+        factory = {"device": device, "dtype": dtype}
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.k_proj = nn.Linear(kdim, embed_dim, bias=bias, **factory)
+        self.v_proj = nn.Linear(vdim, embed_dim, bias=bias, **factory)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+
+        self.hook_q = HookPoint(("batch", "head", "query", "head_dim"))
+        self.hook_k = HookPoint(("batch", "head", "key", "head_dim"))
+        self.hook_v = HookPoint(("batch", "head", "key", "head_dim"))
+        self.hook_scores = HookPoint(("batch", "head", "query", "key"))
+        self.hook_pattern = HookPoint(("batch", "head", "query", "key"))
+        self.hook_z = HookPoint(("batch", "head", "query", "head_dim"))
+        self.hook_out = HookPoint(("batch", "query", "embed"))
+
+    @property
+    def backend(self) -> str:
+        """``"auto"``, ``"math"`` or ``"sdpa"``; may be reassigned (checked again)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {value!r}")
+        self._backend = value
+
+    def extra_repr(self) -> str:
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, kdim={self.kdim}, vdim={self.vdim}, "
+                f"mask={self.mask!r}, backend={self.backend!r}")
+
+    @classmethod
+    def from_torch(cls, mha: nn.MultiheadAttention, **kwargs: object) -> "MultiheadAttention":
+        """A copy of ``torch.nn.MultiheadAttention``'s weights in this layer.
+
+        Our layer is batch-first whatever ``mha.batch_first`` says, and has no dropout (compare in eval mode).
+
+        Args:
+            mha: the torch layer; ``add_bias_kv`` and ``add_zero_attn`` are not supported (ValueError).
+            **kwargs: ``mask`` and ``backend`` for the new layer.
+
+        Returns:
+            A new :class:`MultiheadAttention` on ``mha``'s device and dtype.
+        """
+        if not isinstance(mha, nn.MultiheadAttention):
+            raise TypeError(f"mha must be a torch.nn.MultiheadAttention, got {type(mha).__name__}")
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("mha uses add_bias_kv or add_zero_attn, which this layer does not have")
+        weight = mha.out_proj.weight
+        has_bias = mha.in_proj_bias is not None
+        layer = cls(mha.embed_dim, mha.num_heads, kdim=mha.kdim, vdim=mha.vdim, bias=has_bias,
+                    device=weight.device, dtype=weight.dtype, **kwargs)  # type: ignore[arg-type]
+        if mha._qkv_same_embed_dim:
+            q_weight, k_weight, v_weight = mha.in_proj_weight.chunk(3, dim=0)
+        else:
+            q_weight, k_weight, v_weight = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
+        with torch.no_grad():
+            layer.q_proj.weight.copy_(q_weight)
+            layer.k_proj.weight.copy_(k_weight)
+            layer.v_proj.weight.copy_(v_weight)
+            layer.out_proj.weight.copy_(mha.out_proj.weight)
+            if has_bias:
+                q_bias, k_bias, v_bias = mha.in_proj_bias.chunk(3, dim=0)
+                layer.q_proj.bias.copy_(q_bias)
+                layer.k_proj.bias.copy_(k_bias)
+                layer.v_proj.bias.copy_(v_bias)
+                layer.out_proj.bias.copy_(mha.out_proj.bias)
+        return layer
+
+    # --- forward ------------------------------------------------------------------------------------------------
+
+    def _backend_for_call(self) -> str:
+        """The backend this call runs on (see the module docstring)."""
+        wants_pattern = self.hook_scores.active or self.hook_pattern.active
+        if self.backend == "sdpa" and wants_pattern:
+            raise RuntimeError(
+                "backend='sdpa' never materialises attention scores or patterns, but hook_scores or hook_pattern "
+                f"of this layer ({self.hook_pattern.name or 'unnamed'}) is being recorded. Use backend='auto' "
+                "(recorded calls go to the math path) or backend='math'."
+            )
+        if self.backend == "math" or wants_pattern:
+            return "math"
+        return "sdpa"
+
+    def _check_inputs(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+    ) -> None:
+        dtype = self.q_proj.weight.dtype
+        _check_floating("query", query, dtype)
+        _check_floating("key", key, dtype)
+        _check_floating("value", value, dtype)
+        _check_shape("query", query, (None, None, self.embed_dim), "(batch, query, embed)")
+        batch = query.shape[0]
+        _check_shape("key", key, (batch, None, self.kdim), "(batch, key, kdim)")
+        n_key = key.shape[1]
+        _check_shape("value", value, (batch, n_key, self.vdim), "(batch, key, vdim)")
+        if key_padding_mask is not None:
+            if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+                raise TypeError("key_padding_mask must be a BoolTensor [batch, key] (True = padding), got "
+                                f"{getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}")
+            _check_shape("key_padding_mask", key_padding_mask, (batch, n_key), "(batch, key)")
+
+    def _allowed(
+        self,
+        mask: Mask | torch.Tensor | None,
+        key_padding_mask: torch.Tensor | None,
+        target: tuple[int, int, int, int],
+        device: torch.device,
+    ) -> torch.Tensor | None:
+        """BoolTensor broadcasting to ``target`` = (batch, head, query, key), True = may attend; None = all."""
+        _, _, n_query, n_key = target
+        allowed = None
+        if isinstance(mask, Mask):
+            allowed = mask.dense(n_query, n_key, device=device)  # (query, key)
+        elif isinstance(mask, torch.Tensor):
+            if mask.dtype != torch.bool:
+                raise TypeError(f"mask must be a Mask or a BoolTensor (True = may attend), got dtype {mask.dtype}")
+            _check_broadcastable("mask", mask, target)
+            allowed = mask  # broadcasts to (batch, head, query, key)
+        elif mask is not None:
+            raise TypeError(f"mask must be an explorer.masks.Mask, a BoolTensor or None, got {type(mask).__name__}")
+        if key_padding_mask is not None:
+            keep = ~key_padding_mask[:, None, None, :]  # (batch, 1, 1, key)
+            allowed = keep if allowed is None else allowed & keep
+        return allowed
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        *,
+        mask: Mask | torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        score_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend from ``query`` to ``key`` / ``value``.
+
+        Args:
+            query: ``[batch, query, embed]``.
+            key: ``[batch, key, kdim]``; default ``query`` (self-attention).
+            value: ``[batch, key, vdim]``; default ``key``.
+            mask: a :class:`~explorer.masks.Mask` or a BoolTensor broadcasting to ``[batch, head, query, key]``
+                (True = may attend, the opposite of ``nn.MultiheadAttention``'s bool ``attn_mask``); replaces the
+                layer's default mask for this call (pass ``explorer.masks.full()`` to switch it off).
+            key_padding_mask: BoolTensor ``[batch, key]``, True = padding (key ignored), as in torch.
+            score_bias: float tensor added to the scaled scores, broadcasting to ``[batch, head, query, key]``
+                (relative positions, :func:`alibi_bias`).
+
+        Returns:
+            Tensor ``[batch, query, embed]``.
+        """
+        key = query if key is None else key
+        value = key if value is None else value
+        self._check_inputs(query, key, value, key_padding_mask)
+        batch, n_query, _ = query.shape
+        n_key = key.shape[1]
+        target = (batch, self.num_heads, n_query, n_key)
+        if score_bias is not None:
+            _check_floating("score_bias", score_bias)
+            _check_broadcastable("score_bias", score_bias, target)
+            score_bias = score_bias.to(query.dtype)
+        mask = self.mask if mask is None else mask
+        allowed = self._allowed(mask, key_padding_mask, target, query.device)
+        backend = self._backend_for_call()
+
+        q = self.q_proj(query).view(batch, n_query, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(key).view(batch, n_key, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(value).view(batch, n_key, self.num_heads, self.head_dim).transpose(1, 2)
+        q = self.hook_q(q)  # (batch, head, query, head_dim)
+        k = self.hook_k(k)  # (batch, head, key, head_dim)
+        v = self.hook_v(v)  # (batch, head, key, head_dim)
+
+        if backend == "math":
+            z = self._math(q, k, v, allowed, score_bias)
+        else:
+            only_causal = type(mask) is Causal and key_padding_mask is None and score_bias is None
+            z = self._sdpa(q, k, v, allowed, score_bias, is_causal=only_causal)
+        z = self.hook_z(z)  # (batch, head, query, head_dim)
+
+        out = z.transpose(1, 2).reshape(batch, n_query, self.embed_dim)  # (batch, query, embed)
+        return self.hook_out(self.out_proj(out))  # (batch, query, embed)
+
+    def _math(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        allowed: torch.Tensor | None,
+        score_bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Materialised attention; memory O(batch * head * query * key) for scores and pattern."""
+        scores = (q @ k.transpose(-2, -1)) * self.scale  # (batch, head, query, key)
+        if score_bias is not None:
+            scores = scores + score_bias
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        scores = self.hook_scores(scores)
+        if allowed is None and score_bias is None:
+            pattern = torch.softmax(scores, dim=-1)  # no -inf possible: no fully masked rows
+        else:
+            pattern = _softmax_rows(scores)
+        pattern = self.hook_pattern(pattern)  # (batch, head, query, key)
+        return pattern @ v  # (batch, head, query, head_dim)
+
+    def _sdpa(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        allowed: torch.Tensor | None,
+        score_bias: torch.Tensor | None,
+        is_causal: bool,
+    ) -> torch.Tensor:
+        """``F.scaled_dot_product_attention`` with one ``attn_mask`` built from mask, padding and bias."""
+        if is_causal:  # lets torch pick a fused causal kernel; no row can be fully masked
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        if allowed is None and score_bias is None:
+            return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        if score_bias is None:
+            attn_mask = allowed  # bool, True = take part
+            has_key = allowed.any(dim=-1, keepdim=True)  # (.., query, 1)
+            attn_mask = attn_mask | ~has_key  # unmask empty rows for the kernel; zeroed below
+        else:
+            attn_mask = score_bias if allowed is None else torch.where(allowed, score_bias, float("-inf"))
+            has_key = (attn_mask != float("-inf")).any(dim=-1, keepdim=True)  # (.., query, 1)
+            attn_mask = attn_mask.masked_fill(~has_key, 0.0)
+        z = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
+        return z.masked_fill(~has_key, 0.0)  # (batch, head, query, head_dim)

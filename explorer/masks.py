@@ -1,0 +1,348 @@
+"""Attention masks as small callables ``(query_index, key_index) -> bool``.
+
+A mask says which keys a query may attend to (``True`` = may attend). Masks are written once and work both on
+plain ints and on broadcasting integer tensors, like FlexAttention's ``mask_mod``, so a dense ``[query, key]``
+rendering is one vectorised call::
+
+    m = causal() & sliding_window(4, causal=True)
+    m(5, 3)                 # True
+    m.dense(6, 6)           # BoolTensor[query, key]
+
+Query and key positions both start at 0 (top-left alignment, as ``torch.nn.functional.scaled_dot_product_attention``
+with ``is_causal=True``): query ``i`` and key ``i`` are the same position.
+
+Window convention (one for every windowed mask): ``window`` is the number of keys a query sees away from the
+sequence ends. With ``offset = key - query``:
+
+* ``causal=True``:  ``-(window - 1) <= offset <= 0`` -- the current key and the ``window - 1`` before it;
+* ``causal=False``: ``-((window - 1) // 2) <= offset <= window // 2`` -- centred; an even window has one more key
+  after the query than before it.
+
+These are exactly the input positions read by output position ``i`` of a ``Conv1d(kernel_size=window)`` with
+``padding="same"`` (non-causal) or with ``window - 1`` positions of left padding (causal), so a sliding-window
+attention layer and a convolution of the same width have the same receptive field. ``dilated_window`` spaces the
+``window`` keys ``dilation`` apart (``offset = dilation * m`` for the same range of ``m``), as in Longformer's
+dilated sliding window (Beltagy et al. 2020, https://arxiv.org/abs/2004.05150).
+
+Masks are frozen dataclasses: their parameters are fields (``SlidingWindow.window``, ``SlidingWindow.causal``),
+so a fused kernel can read them instead of a dense matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Union
+
+import torch
+
+__all__ = [
+    "Mask",
+    "Causal",
+    "Full",
+    "SlidingWindow",
+    "DilatedWindow",
+    "BlockSparse",
+    "FromCallable",
+    "And",
+    "Or",
+    "causal",
+    "full",
+    "sliding_window",
+    "dilated_window",
+    "block_sparse",
+    "from_callable",
+]
+
+Index = Union[int, torch.Tensor]
+"""A position: a Python int or an integer tensor (broadcasting against the other index)."""
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value}")
+    return value
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _constant(query: Index, key: Index, value: bool) -> Index:
+    """``value`` for every (query, key) pair: a bool for ints, a broadcast BoolTensor for tensors."""
+    tensors = [x for x in (query, key) if isinstance(x, torch.Tensor)]
+    if not tensors:
+        return value
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    return torch.full(shape, value, dtype=torch.bool, device=tensors[0].device)
+
+
+def _in_range(offset: Index, low: int, high: int) -> Index:
+    """``low <= offset <= high``, elementwise for tensors."""
+    return (offset >= low) & (offset <= high)
+
+
+@dataclass(frozen=True, repr=False)
+class Mask:
+    """Base class: a callable ``(query_index, key_index) -> bool`` with a dense rendering and ``&`` / ``|``.
+
+    Subclasses implement :meth:`__call__` with operations that work on ints and on integer tensors alike
+    (comparisons, ``+ - // %``, ``&``, ``|``; no ``if`` on the indices).
+    """
+
+    _factory = "Mask"
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        """True where ``query`` may attend to ``key``.
+
+        Args:
+            query: query position(s), an int or an integer tensor.
+            key: key position(s), an int or an integer tensor broadcasting against ``query``.
+
+        Returns:
+            A bool for int arguments, otherwise a BoolTensor of the broadcast shape.
+        """
+        raise NotImplementedError
+
+    def dense(self, n_query: int, n_key: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Render the mask as a matrix.
+
+        Args:
+            n_query: number of query positions (>= 1).
+            n_key: number of key positions (>= 1).
+            device: device of the result.
+
+        Returns:
+            BoolTensor ``[query, key]``, True where the query may attend to the key.
+        """
+        _check_positive_int("n_query", n_query)
+        _check_positive_int("n_key", n_key)
+        query = torch.arange(n_query, device=device)[:, None]  # (query, 1)
+        key = torch.arange(n_key, device=device)[None, :]  # (1, key)
+        allowed = self(query, key)
+        if not isinstance(allowed, torch.Tensor):
+            allowed = torch.tensor(allowed, device=device)
+        if allowed.dtype != torch.bool:
+            raise TypeError(f"{self!r} returned {allowed.dtype} for tensor indices; a mask must return bool")
+        return allowed.expand(n_query, n_key).contiguous()  # (query, key)
+
+    def __and__(self, other: Mask) -> Mask:
+        if not isinstance(other, Mask):
+            return NotImplemented
+        return And(self, other)
+
+    def __or__(self, other: Mask) -> Mask:
+        if not isinstance(other, Mask):
+            return NotImplemented
+        return Or(self, other)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"{self._factory}({args})"
+
+
+@dataclass(frozen=True, repr=False)
+class Full(Mask):
+    """Every query sees every key."""
+
+    _factory = "full"
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        return _constant(query, key, True)
+
+
+@dataclass(frozen=True, repr=False)
+class Causal(Mask):
+    """Query ``i`` sees keys ``j <= i``."""
+
+    _factory = "causal"
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        return key <= query
+
+
+@dataclass(frozen=True, repr=False)
+class SlidingWindow(Mask):
+    """``window`` keys around (or, if ``causal``, up to) each query; see the module docstring for the offsets."""
+
+    window: int
+    causal: bool = False
+    _factory = "sliding_window"
+
+    def __post_init__(self) -> None:
+        _check_positive_int("window", self.window)
+        _check_bool("causal", self.causal)
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        offset = key - query
+        if self.causal:
+            return _in_range(offset, -(self.window - 1), 0)
+        return _in_range(offset, -((self.window - 1) // 2), self.window // 2)
+
+
+@dataclass(frozen=True, repr=False)
+class DilatedWindow(Mask):
+    """``window`` keys spaced ``dilation`` apart around (or, if ``causal``, up to) each query."""
+
+    window: int
+    dilation: int
+    causal: bool = False
+    _factory = "dilated_window"
+
+    def __post_init__(self) -> None:
+        _check_positive_int("window", self.window)
+        _check_positive_int("dilation", self.dilation)
+        _check_bool("causal", self.causal)
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        offset = key - query
+        step = offset // self.dilation  # exact where offset % dilation == 0
+        if self.causal:
+            in_window = _in_range(step, -(self.window - 1), 0)
+        else:
+            in_window = _in_range(step, -((self.window - 1) // 2), self.window // 2)
+        return (offset % self.dilation == 0) & in_window
+
+
+@dataclass(frozen=True, repr=False)
+class BlockSparse(Mask):
+    """Block-diagonal attention plus global tokens.
+
+    Positions are cut into blocks of ``block_size`` (``0..block_size-1``, ...); a query sees the keys of its own
+    block. A global token sees every key and is seen by every query (BigBird / Longformer style,
+    https://arxiv.org/abs/2007.14062).
+    """
+
+    block_size: int
+    global_tokens: tuple[int, ...] = (0,)
+    _factory = "block_sparse"
+
+    def __post_init__(self) -> None:
+        _check_positive_int("block_size", self.block_size)
+        if not isinstance(self.global_tokens, tuple):
+            raise TypeError(f"global_tokens must be a tuple of int, got {type(self.global_tokens).__name__}")
+        for token in self.global_tokens:
+            if isinstance(token, bool) or not isinstance(token, int):
+                raise TypeError(f"global_tokens must be a tuple of int, got an item {token!r}")
+            if token < 0:
+                raise ValueError(f"global_tokens must be positions >= 0, got {token}")
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        allowed = query // self.block_size == key // self.block_size
+        for token in self.global_tokens:
+            allowed = allowed | (query == token) | (key == token)
+        return allowed
+
+
+@dataclass(frozen=True, repr=False)
+class FromCallable(Mask):
+    """Any function ``(query, key) -> bool``; for :meth:`Mask.dense` it must also accept integer tensors."""
+
+    fn: Callable[[Index, Index], Index]
+    _factory = "from_callable"
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise TypeError(f"fn must be callable, got {type(self.fn).__name__}")
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        return self.fn(query, key)
+
+    def __repr__(self) -> str:
+        return f"from_callable({getattr(self.fn, '__qualname__', repr(self.fn))})"
+
+
+@dataclass(frozen=True, repr=False)
+class And(Mask):
+    """Both masks allow the pair (written ``left & right``)."""
+
+    left: Mask
+    right: Mask
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        return self.left(query, key) & self.right(query, key)
+
+    def __repr__(self) -> str:
+        return f"({self.left!r} & {self.right!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class Or(Mask):
+    """Either mask allows the pair (written ``left | right``)."""
+
+    left: Mask
+    right: Mask
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        return self.left(query, key) | self.right(query, key)
+
+    def __repr__(self) -> str:
+        return f"({self.left!r} | {self.right!r})"
+
+
+def full() -> Full:
+    """No masking: every query sees every key."""
+    return Full()
+
+
+def causal() -> Causal:
+    """Causal (autoregressive) mask: query ``i`` sees keys ``j <= i``."""
+    return Causal()
+
+
+def sliding_window(window: int, causal: bool = False) -> SlidingWindow:
+    """Local attention over ``window`` keys.
+
+    Args:
+        window: number of keys each query sees (>= 1), fewer at the sequence ends.
+        causal: if True the keys are the query's position and the ``window - 1`` before it; otherwise they are
+            centred on the query (offsets ``-((window - 1) // 2) .. window // 2``).
+
+    Returns:
+        A :class:`SlidingWindow` mask.
+    """
+    return SlidingWindow(window, causal)
+
+
+def dilated_window(window: int, dilation: int, causal: bool = False) -> DilatedWindow:
+    """Local attention over ``window`` keys spaced ``dilation`` apart (Longformer's dilated window).
+
+    Args:
+        window: number of keys each query sees (>= 1), fewer at the sequence ends.
+        dilation: spacing between visible keys (>= 1); ``dilation=1`` is :func:`sliding_window`.
+        causal: as in :func:`sliding_window`, with offsets multiplied by ``dilation``.
+
+    Returns:
+        A :class:`DilatedWindow` mask.
+    """
+    return DilatedWindow(window, dilation, causal)
+
+
+def block_sparse(block_size: int, global_tokens: tuple[int, ...] = (0,)) -> BlockSparse:
+    """Block-diagonal attention plus global tokens that see and are seen by every position.
+
+    Args:
+        block_size: length of each block (>= 1).
+        global_tokens: positions of the global tokens (>= 0); ``()`` for none.
+
+    Returns:
+        A :class:`BlockSparse` mask.
+    """
+    return BlockSparse(block_size, tuple(global_tokens) if isinstance(global_tokens, list) else global_tokens)
+
+
+def from_callable(fn: Callable[[Index, Index], Index]) -> FromCallable:
+    """Wrap a function ``(query, key) -> bool`` as a :class:`Mask`.
+
+    Args:
+        fn: called with ints, or with broadcasting integer tensors by :meth:`Mask.dense`; write it with
+            comparisons and ``& |`` rather than ``and / or / if`` so that both work.
+
+    Returns:
+        A :class:`FromCallable` mask.
+    """
+    return FromCallable(fn)
