@@ -1,0 +1,6 @@
+"""Widget apps: one class per dashboard tab, shared by the notebooks and the Voila dashboard."""
+
+from explorer.apps.dashboard import dashboard
+from explorer.apps.receptive_field import ReceptiveFieldApp
+
+__all__ = ["ReceptiveFieldApp", "dashboard"]

@@ -1,0 +1,45 @@
+"""Real photos that ship inside installed packages (no download): scikit-learn's sample images."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["PHOTOS", "load_photo"]
+
+# name -> file name inside sklearn/datasets/images
+PHOTOS = {"china": "china.jpg", "flower": "flower.jpg"}
+
+
+@lru_cache(maxsize=4)
+def _raw(name: str) -> np.ndarray:
+    from sklearn.datasets import load_sample_image
+
+    return load_sample_image(PHOTOS[name])  # (height, width, 3) uint8
+
+
+def load_photo(name: str = "china", height: int | None = None) -> torch.Tensor:
+    """A bundled photo as a float tensor in [0, 1].
+
+    Args:
+        name: one of :data:`PHOTOS` (``"china"``, ``"flower"``; both 427 x 640).
+        height: resize (bilinear, antialiased) to this height keeping the aspect ratio; ``None`` keeps 427.
+
+    Returns:
+        Tensor[channel=3, height, width], float32.
+    """
+    if not isinstance(name, str) or name not in PHOTOS:
+        raise ValueError(f"name must be one of {sorted(PHOTOS)}, got {name!r}")
+    image = torch.from_numpy(_raw(name).copy()).permute(2, 0, 1).float() / 255.0  # (3, 427, 640)
+    if height is None:
+        return image
+    if isinstance(height, bool) or not isinstance(height, int):
+        raise TypeError(f"height must be an int, got {type(height).__name__}")
+    if not 8 <= height <= 2048:
+        raise ValueError(f"height must be in [8, 2048], got {height}")
+    width = round(image.shape[2] * height / image.shape[1])
+    resized = F.interpolate(image[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].clamp(0.0, 1.0)

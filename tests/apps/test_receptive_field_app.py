@@ -1,0 +1,85 @@
+"""The receptive-field app without a browser: sliders -> numbers and figure, updated in place, never raising."""
+
+import pytest
+import torch
+
+from explorer.apps import ReceptiveFieldApp, dashboard
+from explorer.models import ConvStackConfig
+
+
+@pytest.fixture(scope="module")
+def app():
+    return ReceptiveFieldApp(ConvStackConfig(), height=64)  # stride-1 stack: closed forms apply
+
+
+def test_defaults_follow_the_closed_form(app):
+    layers, k = app.layers.value, app.kernel.value
+    assert app.rf.output.size == (1 + layers * (k - 1),) * 2  # stride-1 stack: r = 1 + L(k-1)
+    assert app.position == (app.output_shape[0] // 2, app.output_shape[1] // 2)
+    assert f"data-size='{1 + layers * (k - 1)}'" in app.summary.value
+
+
+def test_slider_updates_figure_in_place(app):
+    figure, heatmap = app.figure, app.figure.data[1]
+    app.layers.value = 6
+    assert app.figure is figure and app.figure.data[1] is heatmap  # no rebuild
+    shape = app.figure.layout.shapes[0]
+    assert shape.x1 - shape.x0 == 1 + 6 * (app.kernel.value - 1)
+    (r0, r1), (c0, c1) = app.rf.output.box(app.position)
+    assert (shape.x0, shape.y0) == (c0 - 0.5, r0 - 0.5)
+
+
+def test_effective_field_lies_inside_theoretical_box(app):
+    grad = app.erf.grad
+    (r0, r1), (c0, c1) = app.rf.output.box(app.position)
+    inside = grad[max(r0, 0):r1 + 1, max(c0, 0):c1 + 1].sum()
+    assert float(inside) == pytest.approx(float(grad.sum()), rel=1e-9)  # gradients cannot leave the field
+    assert "100%" in app.summary.value
+
+
+def test_stride_rescales_position_sliders(app):
+    app.layers.value, app.stride.value = 2, 2
+    assert app.output_shape == (64 // 4, app._input.shape[-1] // 4)
+    assert app.row.max == app.output_shape[0] - 1 and 0 <= app.row.value <= app.row.max
+    app.stride.value = 1
+
+
+def test_impossible_request_shows_message_and_recovers(app):
+    app.layers.value, app.stride.value = 12, 3  # shrinks 64 px to nothing
+    assert "rf-error" in app.message.value
+    app.layers.value, app.stride.value = 3, 1
+    assert app.message.value == ""
+    assert app.rf.output.size == (7, 7)
+
+
+def test_noise_input_and_other_photo(app):
+    app.erf_input.value = "noise"
+    assert app.message.value == ""
+    assert torch.isclose(app.erf.grad.sum(), torch.tensor(1.0, dtype=app.erf.grad.dtype))
+    app.photo.value = "flower"
+    assert app.message.value == "" and app.figure.data[0].z.shape[:2] == app.erf.grad.shape
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="photo"):
+        ReceptiveFieldApp(photo="cat")
+    with pytest.raises(TypeError, match="config"):
+        ReceptiveFieldApp(config={"layers": 2})
+    with pytest.raises(ValueError, match="erf_input"):
+        ReceptiveFieldApp(erf_input="zeros")
+
+
+def test_dashboard_has_receptive_field_tab():
+    tab = dashboard()
+    assert tab.get_title(0) == "Receptive fields"
+    assert isinstance(tab.apps[0], ReceptiveFieldApp)
+    assert tab.apps[0].config == ReceptiveFieldApp.DEFAULT
+
+
+def test_default_app_pools_and_zooms_heatmap_on_the_box():
+    app = ReceptiveFieldApp(height=64)
+    # six 3x3 convs, 2x2 max pool after every second: r = 3,5,6 | 10,14,16 | 24,32,36 (Araujo et al. recursion)
+    assert app.rf.output.size == (36, 36) and app.rf.output.stride == (8, 8)
+    (r0, r1), (c0, c1) = app.rf.output.box(app.position)
+    x_range = list(app.figure.layout.xaxis2.range)
+    assert x_range[0] <= c0 - 0.5 and x_range[1] >= min(c1, app._image.shape[1] - 1) + 0.5

@@ -1,0 +1,44 @@
+"""Browser fixtures: one Voila server and one Chromium page for the module; timings printed at the end."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.browser.dashboard_server import ROOT, chromium, voila_server
+
+TIMINGS: dict[str, float] = {}
+
+# Voila 0.5's "lab" template links Font Awesome from a CDN; offline those two requests fail (icons only).
+KNOWN_OFFLINE = ("https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@",)
+
+
+@pytest.fixture(scope="module")
+def dashboard_page():
+    """The dashboard loaded in headless Chromium; page errors and console errors are collected."""
+    with voila_server() as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.errors = []  # type: ignore[attr-defined]
+        page.on("pageerror", lambda exc: page.errors.append(f"pageerror: {exc}"))
+        page.failed_requests = []  # type: ignore[attr-defined]
+        page.on("requestfailed", lambda request: page.failed_requests.append(request.url))
+        # "Failed to load resource" console errors are checked through failed_requests (see KNOWN_OFFLINE)
+        page.on("console", lambda msg: msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                and page.errors.append(f"console: {msg.text}"))
+        start = time.perf_counter()
+        page.goto(url)
+        page.wait_for_selector(".rf-figure.js-plotly-plot .main-svg", state="visible", timeout=180_000)
+        TIMINGS["page load to plot visible (s)"] = time.perf_counter() - start
+        yield page
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TIMINGS:
+        terminalreporter.write_sep("-", "browser timings")
+        for name, value in TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {value:.3f}")
+        out = ROOT / "tests" / "browser" / "_artifacts"
+        out.mkdir(exist_ok=True)
+        (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2))

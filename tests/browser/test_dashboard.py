@@ -1,0 +1,105 @@
+"""The Voila dashboard in a real browser: renders, no errors, sliders update the plot, numbers match the library."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dataclasses import replace
+
+from explorer.analysis import receptive_field
+from explorer.apps import ReceptiveFieldApp
+from explorer.models import build_conv_stack
+from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS
+
+pytestmark = pytest.mark.browser
+
+PLOT = ".rf-figure.js-plotly-plot"  # the FigureWidget element is the plotly graph div
+
+
+def _rf_shape(page) -> dict:
+    """The theoretical-field rectangle as plotly.js holds it (layout.shapes[0])."""
+    return page.evaluate(f"() => {{ const s = document.querySelector('{PLOT}').layout.shapes[0];"
+                         "return {x0: s.x0, x1: s.x1, y0: s.y0, y1: s.y1}; }")
+
+
+def _rf_size(page) -> int:
+    return int(page.locator(".rf-summary .rf-size").get_attribute("data-size"))
+
+
+def _press(page, slider_class: str, key: str, times: int) -> None:
+    handle = page.locator(f".{slider_class} .noUi-handle")
+    handle.focus()
+    for _ in range(times):
+        handle.press(key)
+
+
+def test_no_error_output(dashboard_page):
+    page = dashboard_page
+    assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+    body = page.inner_text("body")
+    for marker in ("Traceback", "Error", "There was an error"):
+        assert marker not in body, f"{marker!r} on the page"
+    assert page.locator(".rf-error").count() == 0
+    assert page.errors == []  # page errors and console errors
+    # nothing but Voila's CDN stylesheet failed to load: the dashboard needs no network
+    assert [url for url in page.failed_requests if not url.startswith(KNOWN_OFFLINE)] == []
+
+
+def test_plot_visible_with_photo_and_heatmap(dashboard_page):
+    page = dashboard_page
+    assert page.locator(PLOT).is_visible()
+    kinds = page.evaluate(f"() => document.querySelector('{PLOT}').data.map(t => t.type)")
+    assert kinds[:2] == ["image", "heatmap"]
+    assert page.locator(".rf-table tbody tr").count() >= 2
+
+
+def test_default_number_matches_library(dashboard_page):
+    expected = receptive_field(build_conv_stack(ReceptiveFieldApp.DEFAULT)).output.size[0]
+    assert _rf_size(dashboard_page) == expected
+
+
+def _wait_for_box(page, x0: float, x1: float, timeout: float = 30_000) -> None:
+    page.wait_for_function(
+        f"([x0, x1]) => {{ const s = document.querySelector('{PLOT}').layout.shapes[0];"
+        "return Math.abs(s.x0 - x0) < 1e-6 && Math.abs(s.x1 - x1) < 1e-6; }", arg=[x0, x1], timeout=timeout)
+
+
+def test_slider_changes_plot_and_number(dashboard_page):
+    page = dashboard_page
+    before_shape, before_size = _rf_shape(page), _rf_size(page)
+    layers_before = int(page.locator(".rf-layers .widget-readout").inner_text())
+    layers_after = layers_before + 2
+    # The library's field for the new setting; the page must end up drawing exactly that box.
+    expected = receptive_field(build_conv_stack(replace(ReceptiveFieldApp.DEFAULT, layers=layers_after))).output
+    start = time.perf_counter()
+    _press(page, "rf-layers", "ArrowRight", 2)
+    page.wait_for_function("(n) => document.querySelector('.rf-summary .rf-size')?.dataset.size == n",
+                           arg=str(expected.size[0]), timeout=30_000)
+    # the position sliders were rescaled to the new output size; the box must be the library's for that position
+    col = int(page.locator(".rf-col .widget-readout").inner_text())
+    (c0, c1) = expected.box((0, col))[1]
+    _wait_for_box(page, c0 - 0.5, c1 + 0.5)
+    TIMINGS["layers slider (2 key presses) to final plot (s)"] = time.perf_counter() - start
+    assert int(page.locator(".rf-layers .widget-readout").inner_text()) == layers_after
+    after_shape, after_size = _rf_shape(page), _rf_size(page)
+    assert after_size == expected.size[0] > before_size
+    # the drawn box is that many pixels wide (the rectangle spans pixel edges: size = x1 - x0)
+    assert after_shape["x1"] - after_shape["x0"] == pytest.approx(expected.size[0], abs=1e-6)
+    assert after_shape != before_shape
+
+
+def test_position_slider_moves_box(dashboard_page):
+    page = dashboard_page
+    before = _rf_shape(page)
+    col = int(page.locator(".rf-col .widget-readout").inner_text())
+    layers = int(page.locator(".rf-layers .widget-readout").inner_text())
+    stride = receptive_field(build_conv_stack(replace(ReceptiveFieldApp.DEFAULT, layers=layers))).output.stride[1]
+    start = time.perf_counter()
+    _press(page, "rf-col", "ArrowLeft", 5)
+    # moving the output column by 5 moves the box by 5 effective strides of input pixels
+    _wait_for_box(page, before["x0"] - 5 * stride, before["x1"] - 5 * stride)
+    TIMINGS["position slider (5 key presses) to final plot (s)"] = time.perf_counter() - start
+    assert int(page.locator(".rf-col .widget-readout").inner_text()) == col - 5
+    assert page.errors == []
