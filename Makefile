@@ -75,7 +75,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks --ServerApp.ip=$(HOST)
 
 screenshot: setup browser
-	$(PY) -m explorer.tools.screenshot assets/dashboard.png
+	$(PY) tests/browser/screenshot.py assets/dashboard.png
 
 bench: setup
 	$(PY) -m explorer.bench.hook_overhead
