@@ -8,7 +8,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from PyPI names
-CONDA_TO_PYPI = {"pytorch": "torch"}
+CONDA_TO_PYPI = {"pytorch": "torch", "python-kaleido": "kaleido"}
 
 
 def _name(requirement: str) -> str:
@@ -28,7 +28,9 @@ def _environment() -> tuple[set[str], list[str]]:
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert env["channels"] == ["conda-forge"]
     specs = [d for d in env["dependencies"] if isinstance(d, str)]
-    names = {CONDA_TO_PYPI.get(_name(s), _name(s)) for s in specs} - {"python", "pip"}
+    pip_specs = [s for d in env["dependencies"] if isinstance(d, dict) for s in d.get("pip", [])
+                 if not s.startswith("-e")]  # packages conda-forge lacks
+    names = {CONDA_TO_PYPI.get(_name(s), _name(s)) for s in specs + pip_specs} - {"python", "pip"}
     return names, specs
 
 
