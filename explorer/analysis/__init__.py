@@ -1,5 +1,16 @@
-"""Analyses of models built from explorer layers (or any ``nn.Module``): receptive fields, ..."""
+"""Analyses of models built from explorer layers (or any ``nn.Module``): receptive fields, attention statistics, ..."""
 
+from explorer.analysis.attention import (
+    attention_rollout,
+    distance_histogram,
+    downsample_pattern,
+    head_entropy,
+    mean_attention_distance,
+    row_entropy,
+    sink_share,
+    special_token_mask,
+    stack_patterns,
+)
 from explorer.analysis.receptive_field import (
     EffectiveRF,
     ReceptiveField,
@@ -8,4 +19,19 @@ from explorer.analysis.receptive_field import (
     receptive_field,
 )
 
-__all__ = ["EffectiveRF", "ReceptiveField", "RFLayer", "effective_receptive_field", "receptive_field"]
+__all__ = [
+    "EffectiveRF",
+    "ReceptiveField",
+    "RFLayer",
+    "effective_receptive_field",
+    "receptive_field",
+    "stack_patterns",
+    "row_entropy",
+    "head_entropy",
+    "mean_attention_distance",
+    "distance_histogram",
+    "attention_rollout",
+    "sink_share",
+    "special_token_mask",
+    "downsample_pattern",
+]
