@@ -1,6 +1,7 @@
 """Widget apps: one class per dashboard tab, shared by the notebooks and the Voila dashboard."""
 
+from explorer.apps.attention_maps import AttentionMapsApp
 from explorer.apps.dashboard import dashboard
 from explorer.apps.receptive_field import ReceptiveFieldApp
 
-__all__ = ["ReceptiveFieldApp", "dashboard"]
+__all__ = ["AttentionMapsApp", "ReceptiveFieldApp", "dashboard"]

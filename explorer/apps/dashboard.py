@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipywidgets as W
 
+from explorer.apps.attention_maps import AttentionMapsApp
 from explorer.apps.receptive_field import ReceptiveFieldApp
 
 __all__ = ["dashboard", "TABS"]
@@ -11,6 +12,7 @@ __all__ = ["dashboard", "TABS"]
 # (tab title, factory) in display order; later lessons append their apps here.
 TABS = [
     ("Receptive fields", ReceptiveFieldApp),
+    ("Attention maps", AttentionMapsApp),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Browser fixtures: one Voila server and one Chromium page for the module; timings printed at the end."""
+"""Browser fixtures: one Voila server and one Chromium page for the session; timings printed at the end."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ TIMINGS: dict[str, float] = {}
 KNOWN_OFFLINE = ("https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@",)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dashboard_page():
     """The dashboard loaded in headless Chromium; page errors and console errors are collected."""
     with voila_server() as url, chromium() as browser:
@@ -42,3 +42,10 @@ def pytest_terminal_summary(terminalreporter):
         out = ROOT / "tests" / "browser" / "_artifacts"
         out.mkdir(exist_ok=True)
         (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2))
+
+
+def open_tab(page, title: str, ready: str, timeout: float = 60_000):
+    """Show the dashboard tab ``title`` and wait until the selector ``ready`` is visible in it."""
+    page.locator(".lm-TabBar-tab", has_text=title).click()
+    page.wait_for_selector(ready, state="visible", timeout=timeout)
+    return page

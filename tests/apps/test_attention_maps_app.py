@@ -1,0 +1,132 @@
+"""The attention-maps app without a browser: what it shows equals what an independent recording of the model gives."""
+
+import base64
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import record
+from explorer.analysis import attention_rollout, stack_patterns
+from explorer.apps import AttentionMapsApp
+from explorer.apps.attention_maps import HEAD_VIEW_WINDOW, HEATMAP_MAX, MASKS
+from explorer.data import SENTENCES, long_text
+from explorer.models import load_pretrained
+
+
+def reference_patterns(text: str, mask=None, max_length: int = 512) -> torch.Tensor:
+    """(layer, head, query, key) recorded directly from the model, outside the app."""
+    pretrained = load_pretrained()
+    encoding = pretrained.tokenizer.encode(text, max_length=max_length)
+    with torch.no_grad(), record(pretrained.model, "*.hook_pattern") as trace:
+        pretrained.model(encoding.input_ids, mask=mask)
+    return stack_patterns(trace)[:, 0]
+
+
+@pytest.fixture(scope="module")
+def app():
+    return AttentionMapsApp()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return reference_patterns(SENTENCES["coreference"])
+
+
+def test_default_shows_layer_one_head_mean(app, reference):
+    assert app.patterns.shape == (6, 12, 16, 16) and app.encoding.tokens[0] == "[CLS]"
+    z = np.asarray(app.heatmap.data[0].z)
+    np.testing.assert_allclose(z, reference[0].mean(0).numpy(), atol=1e-6)  # fp32, same model
+    assert "data-n-tokens='16'" in app.status.value
+
+
+def test_layer_and_head_update_in_place(app, reference):
+    heatmap, trace = app.heatmap, app.heatmap.data[0]
+    app.layer.value, app.head.value = 4, 7
+    assert app.heatmap is heatmap and app.heatmap.data[0] is trace
+    np.testing.assert_allclose(np.asarray(trace.z), reference[3, 7].numpy(), atol=1e-6)
+    assert app.heatmap.layout.title.text == "layer 4, head 8"
+    # the statistics bars show layer 4 and highlight head 8
+    np.testing.assert_allclose(np.asarray(app.stats.data[0].y), app.entropy[3].numpy(), atol=1e-9)
+    assert app.stats.data[0].marker.color[7] != app.stats.data[0].marker.color[0]
+
+
+def test_head_view_lines_are_the_weights_above_threshold(app, reference):
+    app.layer.value, app.head.value = 2, 3
+    lines = app._head_lines.data
+    expected = int((reference[1, 3] >= 0.02).sum())  # independent count of visible pairs
+    assert len(lines["w"]) == expected
+    k = int(np.argmax(lines["w"]))
+    assert lines["w"][k] == pytest.approx(float(reference[1, 3, lines["query"][k], lines["key"][k]]), abs=1e-6)
+
+
+def test_rollout_view(app, reference):
+    app.view.value, app.layer.value, app.fusion.value = "rollout", 6, "max"
+    expected = attention_rollout(reference, head_fusion="max")[5]
+    np.testing.assert_allclose(np.asarray(app.heatmap.data[0].z), expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(app.heatmap.data[0].z).sum(1), 1.0, atol=1e-5)  # rows stay distributions
+    app.view.value, app.fusion.value = "raw", "mean"
+
+
+def test_mask_veil_and_zero_weights_outside_window(app):
+    app.mask.value = "sliding window 3 (conv-like)"
+    app.layer.value, app.head.value = 1, 0
+    n = len(app.encoding.tokens)
+    veil = np.asarray(app.heatmap.data[1].z, dtype=float)
+    allowed = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :]) <= 1  # window 3 = |i - j| <= 1
+    assert np.array_equal(np.isnan(veil), allowed)
+    z = np.asarray(app.heatmap.data[0].z)
+    assert np.all(z[~allowed] == 0)
+    np.testing.assert_allclose(z, reference_patterns(SENTENCES["coreference"], MASKS[app.mask.value])[0, 0].numpy(),
+                               atol=1e-6)
+    app.mask.value = "full (as trained)"
+    assert np.all(np.isnan(np.asarray(app.heatmap.data[1].z, dtype=float)))
+
+
+def test_long_input_truncated_aggregated_and_windowed(app):
+    app.text.value = long_text(600)
+    app.run_button.click()
+    assert len(app.encoding.tokens) == 512 and app.encoding.tokens[-1] == "[SEP]"
+    assert "attn-truncated" in app.notice.value and "512" in app.notice.value
+    z = np.asarray(app.heatmap.data[0].z)
+    assert z.shape == (HEATMAP_MAX, HEATMAP_MAX) and "2×2 token blocks" in app.heatmap.layout.title.text
+    np.testing.assert_allclose(z.sum(1), 1.0, atol=1e-5)  # queries averaged, keys summed
+    assert app.window.max == 512 - HEAD_VIEW_WINDOW
+    assert max(app._head_lines.data["query"]) < HEAD_VIEW_WINDOW
+    app.window.value = 400
+    assert min(app._head_lines.data["query"]) >= 400
+
+
+def test_bad_text_keeps_previous_state(app):
+    before = app.patterns
+    app.text.value = "   "
+    app.run_button.click()
+    assert "text is empty" in app.message.value and app.patterns is before
+    app.text.value = SENTENCES["non-ASCII"]
+    app.run_button.click()
+    assert app.message.value == "" and "[UNK]" in app.encoding.tokens
+
+
+def test_thumbnail_click_opens_that_head(app):
+    app._on_thumbnail(3 * 12 + 5)
+    assert (app.layer.value, app.head.value, app.view.value) == (4, 5, "raw")
+    frame = app.model_view.layout.shapes[0]
+    assert frame.xref == f"x{3 * 12 + 5 + 1} domain"
+
+
+@pytest.mark.parametrize("fmt, magic", [("png", b"\x89PNG"), ("svg", b"<svg")])
+def test_export_gives_a_download_link(app, fmt, magic):
+    app.export_format.value = fmt
+    app.export_button.click()
+    match = re.search(r"base64,([A-Za-z0-9+/=]+)'", app.export_output.value)
+    assert match, app.message.value
+    assert base64.b64decode(match.group(1)).startswith(magic)
+    assert app._head_plot.output_backend == ("svg" if fmt == "svg" else "canvas")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="max_tokens"):
+        AttentionMapsApp(max_tokens=1000)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        AttentionMapsApp(checkpoint="/nonexistent-folder")
