@@ -11,6 +11,14 @@ from explorer.analysis.attention import (
     special_token_mask,
     stack_patterns,
 )
+from explorer.analysis.localisation import (
+    LocalisationScore,
+    attention_localisation,
+    integrated_gradients,
+    patch_object_share,
+    pixel_localisation,
+    upsample_patches,
+)
 from explorer.analysis.receptive_field import (
     EffectiveRF,
     ReceptiveField,
@@ -34,4 +42,10 @@ __all__ = [
     "sink_share",
     "special_token_mask",
     "downsample_pattern",
+    "LocalisationScore",
+    "patch_object_share",
+    "attention_localisation",
+    "pixel_localisation",
+    "upsample_patches",
+    "integrated_gradients",
 ]
