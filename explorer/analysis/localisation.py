@@ -272,8 +272,8 @@ def integrated_gradients(
         steps: Number of integration points.
         baseline: A number, or a tensor broadcastable to ``images`` (e.g. a per-channel mean ``[3, 1, 1]``).
         return_delta: Also return the convergence delta ``[batch]``.
-        internal_batch_size: Images per forward pass inside captum; default ``steps`` (one scene's path at a
-            time, bounded memory on CPU).
+        internal_batch_size: Images per forward pass inside captum; default ``max(steps, batch)`` (captum needs
+            one row per scene; about one scene's path at a time otherwise, bounded memory on CPU).
 
     Returns:
         Saliency ``[batch, height, width]`` (nonnegative, detached), or ``(saliency, delta)`` with
@@ -307,8 +307,8 @@ def integrated_gradients(
         baselines = torch.full_like(images, float(baseline))  # (B, 3, H, W)
     else:
         raise TypeError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
-    if internal_batch_size is None:
-        internal_batch_size = int(steps)
+    if internal_batch_size is None:  # captum needs at least one row per scene in each internal batch
+        internal_batch_size = max(int(steps), images.shape[0])
 
     ig = IntegratedGradients(lambda img, q: model(img, q))
     result = ig.attribute(

@@ -2,5 +2,13 @@
 
 from explorer.data.images import PHOTOS, load_photo
 from explorer.data.sentences import SENTENCES, long_text
+from explorer.data.shapes import (
+    ANSWERS, COLOURS, QUERY_KINDS, SHAPES, VOCAB, Batch, Scene, SceneObject, generate_scene, make_query, sample_batch,
+    tokenize,
+)
 
-__all__ = ["PHOTOS", "SENTENCES", "load_photo", "long_text"]
+__all__ = [
+    "PHOTOS", "SENTENCES", "load_photo", "long_text",
+    "ANSWERS", "COLOURS", "QUERY_KINDS", "SHAPES", "VOCAB", "Batch", "Scene", "SceneObject", "generate_scene",
+    "make_query", "sample_batch", "tokenize",
+]
