@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipywidgets as W
 
 from explorer.apps.attention_maps import AttentionMapsApp
+from explorer.apps.cross_modal import CrossModalApp
 from explorer.apps.receptive_field import ReceptiveFieldApp
 
 __all__ = ["dashboard", "TABS"]
@@ -13,6 +14,7 @@ __all__ = ["dashboard", "TABS"]
 TABS = [
     ("Receptive fields", ReceptiveFieldApp),
     ("Attention maps", AttentionMapsApp),
+    ("Cross-modal", CrossModalApp),
 ]
 
 

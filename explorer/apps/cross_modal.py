@@ -1,0 +1,256 @@
+"""Cross-modal attention: text tokens of a question attend to image patches of a generated scene."""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import ipywidgets as W
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from explorer.analysis import (attention_localisation, integrated_gradients, pixel_localisation, stack_patterns,
+                               upsample_patches)
+from explorer.data.shapes import ANSWERS, COLOURS, QUERY_KINDS, SHAPES, VOCAB, generate_scene, tokenize
+from explorer.hooks import record
+from explorer.models.cross_modal import ANSWER_TOKEN, load_cross_modal
+from explorer.viz.cross_modal import box_coords, cross_modal_figure, normalise
+
+__all__ = ["CrossModalApp", "query_text"]
+
+log = logging.getLogger(__name__)
+MAX_SEED = 1_000_000
+
+
+def query_text(kind: str, word: str) -> str:
+    """The question of ``kind`` about the object with colour or shape ``word``."""
+    if kind == "shape_of_colour":
+        return f"what shape is the {word} object"
+    if kind == "colour_of_shape":
+        return f"what colour is the {word}"
+    raise ValueError(f"kind must be one of {QUERY_KINDS}, got {kind!r}")
+
+
+class CrossModalApp:
+    """Widget app over the shipped cross-modal model (``assets/cross_modal``).
+
+    Args:
+        seed: scene seed (0 .. 1,000,000).
+        n_objects: objects per scene (1 .. 3).
+        weights: folder with ``weights.safetensors`` and ``model_card.json``; ``None`` = the shipped ones.
+
+    After each run: ``scene``, ``text``, ``tokens``, ``patterns`` [layer, head, token, patch], ``probs`` [answers],
+    ``ig`` [height, width], ``attention_score`` and ``ig_score`` (LocalisationScore for this scene, or None when the
+    question names no object of the scene).
+    """
+
+    def __init__(self, seed: int = 0, n_objects: int = 3, weights=None) -> None:
+        self.model, self.card = load_cross_modal(weights)
+        self._grid = tuple(self.model.grid)
+        style = {"description_width": "80px"}
+        self.seed = W.BoundedIntText(seed, min=0, max=MAX_SEED, description="scene", style=style,
+                                     layout=W.Layout(width="200px"))
+        self.new_scene = W.Button(description="New scene", icon="refresh")
+        self.n_objects = W.IntSlider(n_objects, 1, 3, description="objects", style=style)
+        self.kind = W.Dropdown(options=[("what shape is the <colour> object", "shape_of_colour"),
+                                        ("what colour is the <shape>", "colour_of_shape")],
+                               value="shape_of_colour", description="question", style=style,
+                               layout=W.Layout(width="380px"))
+        self.target = W.Dropdown(options=[], description="about", style=style, layout=W.Layout(width="220px"))
+        self.query = W.Text(description="or type", style=style, layout=W.Layout(width="380px"),
+                            continuous_update=False)
+        self.ask = W.Button(description="Ask", button_style="primary")
+        layers = len(self.model.blocks)
+        self.layer = W.IntSlider(1, 1, layers, description="layer", style=style)
+        self.token = W.Dropdown(options=[], description="token", style=style, layout=W.Layout(width="220px"))
+        self.answer = W.HTML()
+        self.scores = W.HTML()
+        self.message = W.HTML()
+        for widget, name in ((self.seed, "xm-seed"), (self.new_scene, "xm-new-scene"), (self.kind, "xm-kind"),
+                             (self.target, "xm-target"), (self.query, "xm-query"), (self.ask, "xm-ask"),
+                             (self.layer, "xm-layer"), (self.token, "xm-token"), (self.answer, "xm-answer"),
+                             (self.scores, "xm-scores"), (self.message, "xm-message")):
+            widget.add_class(name)
+
+        self._busy = False
+        self._make_scene()
+        self._run()
+        self.figure = go.FigureWidget(cross_modal_figure(*self._figure_arrays()))
+        self.figure.add_class("xm-figure")
+
+        self.new_scene.on_click(lambda _b: self._guarded(self._on_new_scene))
+        for control in (self.seed, self.n_objects):
+            control.observe(lambda _c: self._guarded(self._on_scene), names="value")
+        for control in (self.kind, self.target):
+            control.observe(lambda _c: self._guarded(self._on_question), names="value")
+        self.ask.on_click(lambda _b: self._guarded(self._on_typed))
+        self.query.observe(lambda _c: self._guarded(self._on_typed), names="value")
+        for control in (self.layer, self.token):
+            control.observe(lambda _c: self._guarded(self._refresh), names="value")
+
+        card = self.card
+        loc = card.get("localisation", {})
+        self.widget = W.VBox([
+            W.HBox([self.seed, self.new_scene, self.n_objects]),
+            W.HBox([self.kind, self.target]),
+            W.HBox([self.query, self.ask]),
+            self.message,
+            W.HBox([self.layer, self.token]),
+            W.HBox([self.figure, W.VBox([self.answer, self.scores], layout=W.Layout(width="330px"))]),
+            W.HTML(f"<small>Model card: held-out accuracy {card.get('accuracy', float('nan')):.1%}; attention mass "
+                   f"on the queried object {loc.get('mass', float('nan')):.1%} (chance "
+                   f"{loc.get('chance_mass', float('nan')):.1%}). Vocabulary: {html.escape(' '.join(VOCAB[1:]))}"
+                   f"</small>"),
+        ])
+        self.widget.add_class("xm-app")
+
+    # --- computation ----------------------------------------------------------------------------------
+    def _make_scene(self) -> None:
+        self.scene = generate_scene(self.seed.value, size=self.model.config.image_size,
+                                    n_objects=self.n_objects.value)
+        self._set_targets()
+
+    def _set_targets(self) -> None:
+        attribute = "colour" if self.kind.value == "shape_of_colour" else "shape"
+        options = [getattr(obj, attribute) for obj in self.scene.objects]
+        self._busy = True  # these assignments must not trigger runs of their own
+        try:
+            self.target.options = options
+            self.target.value = options[0]
+            self.query.value = query_text(self.kind.value, self.target.value)
+        finally:
+            self._busy = False
+
+    def _target_index(self, text: str) -> int | None:
+        words = set(text.lower().replace("?", " ").split())
+        for i, obj in enumerate(self.scene.objects):
+            if obj.colour in words or obj.shape in words:
+                return i
+        return None
+
+    def _run(self) -> None:
+        text = self.query.value
+        ids = torch.tensor([tokenize(text)])  # (1, token); raises ValueError listing the vocabulary
+        image = self.scene.image[None]  # (1, 3, height, width)
+        with torch.no_grad(), record(self.model, "*.cross_attn.hook_pattern") as trace:
+            logits = self.model(image, ids)  # (1, answers)
+        self.text = text
+        self.tokens = [VOCAB[i] for i in ids[0].tolist()]
+        self.patterns = stack_patterns(trace, "*.cross_attn.hook_pattern")[:, 0]  # (layer, head, token, patch)
+        self.probs = logits.softmax(-1)[0]
+        prediction = int(self.probs.argmax())
+        self.ig = integrated_gradients(self.model, image, ids, target=torch.tensor([prediction]), steps=32)[0]
+        index = self._target_index(text)
+        self._target = index
+        # token 0 is the one the answer head reads: its attention is what localisation is measured on
+        token_options = [("all tokens (mean)", -1)] + [
+            (f"{i}: {t}" + (" (answer)" if i == ANSWER_TOKEN else ""), i) for i, t in enumerate(self.tokens)]
+        self._busy = True
+        try:
+            self.token.options = token_options
+            self.token.value = ANSWER_TOKEN
+        finally:
+            self._busy = False
+        self._update_text()
+
+    def _attention(self) -> torch.Tensor:
+        """(head, patch) attention of the chosen token in the chosen layer."""
+        layer = self.patterns[self.layer.value - 1]  # (head, token, patch)
+        return layer.mean(1) if self.token.value == -1 else layer[:, self.token.value]
+
+    def _update_text(self) -> None:
+        prediction = int(self.probs.argmax())
+        answer = ANSWERS[prediction]
+        truth = None
+        if self._target is not None:
+            obj = self.scene.objects[self._target]
+            truth = obj.shape if answer in SHAPES else obj.colour
+        verdict = "" if truth is None else (" — correct ✓" if answer == truth else f" — wrong ✗ (it is {truth})")
+        self.answer.value = (f"<div style='font-size:15px'>Q: <i>{html.escape(self.text)}?</i><br>"
+                             f"A: <b class='xm-answer-word'>{answer}</b> (p = {self.probs[prediction]:.2f})"
+                             f"{verdict}</div>")
+        if self._target is None:
+            self.attention_score = self.ig_score = None
+            self.scores.value = "<i>The question names no object of this scene: no localisation score.</i>"
+            return
+        mask = self.scene.masks[self._target][None]  # (1, height, width)
+        attn = self._attention().mean(0)[None]  # (1, patch), heads averaged
+        self.attention_score = attention_localisation(attn, mask, self._grid)
+        self.ig_score = pixel_localisation(self.ig[None], mask)
+        a, g = self.attention_score, self.ig_score
+        self.scores.value = (
+            "<table class='xm-score-table' style='font-size:13px'><tr><th></th><th>mass on object</th>"
+            "<th>argmax on object</th></tr>"
+            f"<tr><td>attention</td><td class='xm-attn-mass'>{a.mass:.0%}</td><td>{'yes' if a.pointing else 'no'}"
+            f"</td></tr><tr><td>Integrated Gradients</td><td>{g.mass:.0%}</td><td>{'yes' if g.pointing else 'no'}"
+            f"</td></tr><tr><td>chance (object area)</td><td>{a.chance_mass:.0%}</td><td>{a.chance_pointing:.0%}"
+            "</td></tr></table>")
+
+    def _figure_arrays(self):
+        size = tuple(self.scene.image.shape[-2:])
+        heads = upsample_patches(self._attention(), self._grid, size)  # (head, height, width)
+        image = (self.scene.image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        box = None
+        if self._target is not None:
+            rows, cols = np.nonzero(self.scene.masks[self._target].numpy())
+            box = (rows.min(), rows.max(), cols.min(), cols.max())
+        return image, heads.mean(0).numpy(), self.ig.numpy(), heads.numpy(), box
+
+    def _refresh(self, image: bool = False) -> None:
+        if self._busy:
+            return
+        self._update_text()
+        scene, attention, ig, heads, box = self._figure_arrays()
+        maps = [attention, ig, *heads]
+        with self.figure.batch_update():
+            for k, values in enumerate(maps):
+                if image:
+                    self.figure.data[2 * k].z = scene
+                self.figure.data[2 * k + 1].z = normalise(values)
+                self.figure.layout.shapes[k].update(**box_coords(box))
+
+    # --- callbacks: public endpoints, never raise into the kernel ------------------------------------
+    def _guarded(self, action) -> None:
+        try:
+            action()
+            self.message.value = ""
+        except (ValueError, TypeError) as error:
+            self.message.value = f"<div class='xm-error' style='color:#b00020'>⚠ {html.escape(str(error))}</div>"
+        except Exception as error:  # a visitor's click must never surface a traceback
+            log.exception("cross-modal update failed")
+            self.message.value = (f"<div class='xm-error' style='color:#b00020'>⚠ could not update: "
+                                  f"{html.escape(type(error).__name__)}</div>")
+
+    def _on_new_scene(self) -> None:
+        self.seed.value = (self.seed.value + 1) % (MAX_SEED + 1)  # observed: triggers _on_scene
+
+    def _on_scene(self) -> None:
+        self._make_scene()
+        self._run()
+        self._refresh(image=True)
+
+    def _on_question(self) -> None:
+        if self._busy:
+            return
+        if self.target.value not in (COLOURS if self.kind.value == "shape_of_colour" else SHAPES):
+            self._set_targets()  # the kind changed: offer the other attribute of the scene's objects
+        else:
+            self._busy = True
+            try:
+                self.query.value = query_text(self.kind.value, self.target.value)
+            finally:
+                self._busy = False
+        self._run()
+        self._refresh()
+
+    def _on_typed(self) -> None:
+        if self._busy:
+            return
+        self._run()
+        self._refresh()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
