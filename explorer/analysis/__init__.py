@@ -11,6 +11,7 @@ from explorer.analysis.attention import (
     special_token_mask,
     stack_patterns,
 )
+from explorer.analysis.cost import OPS, Cost, attention_matrix_bytes, cost
 from explorer.analysis.localisation import (
     LocalisationScore,
     attention_localisation,
@@ -48,4 +49,8 @@ __all__ = [
     "pixel_localisation",
     "upsample_patches",
     "integrated_gradients",
+    "OPS",
+    "Cost",
+    "cost",
+    "attention_matrix_bytes",
 ]

@@ -1,0 +1,221 @@
+"""Analytic cost model: FLOPs against ``torch.utils.flop_counter.FlopCounterMode``, pair counts against dense
+masks built with torch, hand-worked arithmetic, and asymptotic scaling.
+
+``FlopCounterMode`` counts matmuls and convolutions as ``2 * multiply-adds`` -- the same convention as the model --
+but not elementwise ops: the softmax (``SOFTMAX_FLOPS_PER_SCORE`` per score) and the linear-attention normaliser's
+sum and divide are subtracted before comparing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from explorer.analysis import OPS, Cost, attention_matrix_bytes, cost
+from explorer.analysis.cost import SOFTMAX_FLOPS_PER_SCORE, block_sparse_pairs, sliding_window_pairs
+
+
+def counted_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# FLOPs against FlopCounterMode
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # k = 4: pads a copy, same FLOPs
+@pytest.mark.parametrize("batch,d,n,k", [(1, 4, 16, 3), (2, 8, 33, 5), (3, 5, 10, 4)])
+def test_conv1d_flops_match_counter(batch, d, n, k):
+    x, w = torch.randn(batch, d, n), torch.randn(d, d, k)
+    expected = counted_flops(lambda: F.conv1d(x, w, padding="same"))
+    assert cost("conv1d", n, d, kernel_size=k, batch=batch).flops == expected  # exact: both integers
+
+
+@pytest.mark.parametrize("batch,d,n,k", [(1, 4, 16, 3), (2, 8, 33, 7)])
+def test_depthwise_flops_match_counter(batch, d, n, k):
+    x, w = torch.randn(batch, d, n), torch.randn(d, 1, k)
+    expected = counted_flops(lambda: F.conv1d(x, w, padding="same", groups=d))
+    assert cost("depthwise_conv1d", n, d, kernel_size=k, batch=batch).flops == expected
+
+
+@pytest.mark.parametrize("batch,d,n,k", [(1, 3, 8, 3), (2, 4, 9, 5)])
+def test_conv2d_flops_match_counter(batch, d, n, k):
+    x, w = torch.randn(batch, d, n, n), torch.randn(d, d, k, k)
+    expected = counted_flops(lambda: F.conv2d(x, w, padding="same"))
+    assert cost("conv2d", n, d, kernel_size=k, batch=batch).flops == expected
+
+
+@pytest.mark.parametrize("op", ["attention_math", "attention_fused"])
+@pytest.mark.parametrize("batch,heads,n,d", [(1, 1, 16, 8), (2, 4, 12, 32)])
+def test_attention_matmul_flops_match_counter(op, batch, heads, n, d):
+    h = d // heads
+    q, k, v = (torch.randn(batch, heads, n, h) for _ in range(3))
+
+    def core():
+        p = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(h), dim=-1)  # [B, H, n, n]
+        torch.matmul(p, v)
+
+    softmax = SOFTMAX_FLOPS_PER_SCORE * batch * heads * n * n  # not seen by the counter
+    assert cost(op, n, d, heads=heads, batch=batch).flops - softmax == counted_flops(core)
+
+
+@pytest.mark.parametrize("batch,heads,n,d", [(1, 1, 10, 8), (2, 4, 7, 16)])
+def test_linear_attention_matmul_flops_match_counter(batch, heads, n, d):
+    h = d // heads
+    q, k, v = (F.elu(torch.randn(batch, heads, n, h)) + 1 for _ in range(3))  # phi(Q), phi(K) > 0
+
+    def core():
+        s = torch.matmul(k.transpose(-2, -1), v)  # [B, H, h, h]
+        num = torch.matmul(q, s)  # [B, H, n, h]
+        z = k.sum(dim=-2)  # [B, H, h]      n h adds per head, not counted
+        den = torch.matmul(q, z.unsqueeze(-1))  # [B, H, n, 1]
+        num / den  # n h divides per head, not counted
+
+    elementwise = 2 * batch * n * d  # z sum + divide
+    assert cost("linear_attention", n, d, heads=heads, batch=batch).flops - elementwise == counted_flops(core)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# hand-worked examples and pair counts against dense masks
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_fft_conv_hand_example():
+    # n = 4, d = 1, B = 1: L = 8, one real FFT = 2.5 * 8 * log2(8) = 60; F = 8/2 + 1 = 5 bins * 6 = 30
+    # X = rfft(x), Y = X * K, y = irfft(Y): 60 + 30 + 60; K = rfft(filter) once per channel: 60 -> 210
+    assert cost("fft_conv", 4, 1).flops == 210
+    # B = 2, d = 3: 2 * 3 * (120 + 30) + 3 * 60 = 900 + 180 = 1080
+    assert cost("fft_conv", 4, 3, batch=2).flops == 1080
+    # bytes at float32 for n=4, d=1: x 4 + filter 4 + X,K,Y 3 * 5 complex = 30 reals + y 8 -> 46 * 4 = 184
+    assert cost("fft_conv", 4, 1).bytes_moved == 184
+    assert cost("fft_conv", 4, 1).peak_memory == (4 + 30 + 8) * 4  # no filter: weights are not activations
+
+
+def test_fft_conv_is_n_log_n():
+    # doubling n: L log2 L grows by 2 (L' log2 L') / (L log2 L) -> 2 for large n, far below conv's d-fold factor
+    ratio = cost("fft_conv", 2**20, 8).flops / cost("fft_conv", 2**19, 8).flops
+    assert 2.0 < ratio < 2.1  # tolerance: the log factor adds 2/log2(L) ~ 0.1
+
+
+def dense_window_pairs(n: int, window: int) -> int:
+    offset = torch.arange(n)[None, :] - torch.arange(n)[:, None]  # [query, key]: key - query
+    mask = (offset >= -((window - 1) // 2)) & (offset <= window // 2)
+    return int(mask.sum())
+
+
+def dense_block_pairs(n: int, block: int) -> int:
+    block_id = torch.arange(n) // block
+    return int((block_id[:, None] == block_id[None, :]).sum())
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
+def test_sliding_window_pairs_match_dense_mask(n):
+    for window in range(1, n + 1):
+        assert sliding_window_pairs(n, window) == dense_window_pairs(n, window), (n, window)
+
+
+def test_sliding_window_hand_example():
+    # n = 5, window = 3: rows see 2, 3, 3, 3, 2 keys = 13 = 5 * 3 - 1 - 1
+    assert sliding_window_pairs(5, 3) == 13
+    # FLOPs = 4 B d P + 5 B H P = 4 * 8 * 13 + 5 * 13 = 416 + 65 = 481
+    assert cost("sliding_window_attention", 5, 8, window=3).flops == 481
+
+
+def test_sliding_window_extremes():
+    # window = 1: the diagonal, n pairs; window = n: centred, so edge queries are clipped -- fewer than n^2 pairs
+    assert sliding_window_pairs(9, 1) == 9
+    assert sliding_window_pairs(9, 9) == 81 - 10 - 10  # left = right = 4: 4 * 5 / 2 = 10 lost on each side
+    assert cost("sliding_window_attention", 9, 8, window=9).peak_memory == cost("attention_fused", 9, 8).peak_memory
+
+
+@pytest.mark.parametrize("n", [1, 4, 10, 17])
+@pytest.mark.parametrize("block", [1, 3, 4, 20])
+def test_block_sparse_pairs_match_dense_mask(n, block):
+    assert block_sparse_pairs(n, block) == dense_block_pairs(n, block)
+
+
+def test_block_sparse_hand_example():
+    # n = 10, block = 4: blocks of 4, 4, 2 -> 16 + 16 + 4 = 36 pairs
+    assert block_sparse_pairs(10, 4) == 36
+    assert cost("block_sparse_attention", 10, 4, block=4).flops == 4 * 4 * 36 + 5 * 36
+
+
+def test_attention_math_memory_hand_example():
+    # n = 4, d = 2, float32: q, k, v, out 4 * 4 * 2 = 32 elements + S, P 2 * 16 = 32 -> 64 * 4 bytes
+    assert cost("attention_math", 4, 2).peak_memory == 256
+    assert attention_matrix_bytes(4) == 64
+    assert attention_matrix_bytes(4, heads=2, batch=3, dtype=torch.float16) == 3 * 2 * 16 * 2
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# scaling
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_math_peak_memory_is_quadratic_fused_linear():
+    n = 2**16
+    math_ratio = cost("attention_math", 2 * n).peak_memory / cost("attention_math", n).peak_memory
+    assert abs(math_ratio - 4) < 0.1  # tolerance from the brief; n >> d makes the O(n d) terms negligible
+    fused_ratio = cost("attention_fused", 2 * n).peak_memory / cost("attention_fused", n).peak_memory
+    assert fused_ratio == pytest.approx(2, abs=1e-12)  # exactly linear
+    assert cost("attention_fused", n).flops == cost("attention_math", n).flops
+
+
+def test_linear_ops_scale_linearly():
+    for op in ("conv1d", "depthwise_conv1d", "linear_attention", "sliding_window_attention", "block_sparse_attention"):
+        small, large = cost(op, 2**14, 64, window=128), cost(op, 2**15, 64, window=128)
+        assert large.flops / small.flops == pytest.approx(2, rel=1e-2), op  # edges of windows/blocks: < 1 %
+
+
+def test_dtype_scales_bytes_not_flops():
+    a, b = cost("attention_math", 256, dtype=torch.float32), cost("attention_math", 256, dtype=torch.bfloat16)
+    assert a.flops == b.flops
+    assert a.bytes_moved == 2 * b.bytes_moved and a.peak_memory == 2 * b.peak_memory
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_op_returns_positive_cost(op):
+    c = cost(op, 256, 64, heads=4, window=16, block=32, batch=2)
+    assert isinstance(c, Cost) and c.flops > 0 and c.bytes_moved > 0 and c.peak_memory > 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# validation
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_unknown_op_lists_ops():
+    with pytest.raises(ValueError, match="attention_fused") as err:
+        cost("attention_magic", 16)
+    assert all(op in str(err.value) for op in OPS)
+
+
+@pytest.mark.parametrize("name", ["n", "d", "heads", "kernel_size", "window", "block", "batch"])
+def test_bad_sizes_name_the_argument(name):
+    kwargs = dict(n=256, d=64, heads=1, kernel_size=3, window=16, block=32, batch=1)
+    for bad, error in ((0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError), ("8", TypeError)):
+        with pytest.raises(error, match=name):
+            cost("sliding_window_attention", **{**kwargs, name: bad})
+
+
+def test_window_larger_than_n():
+    with pytest.raises(ValueError, match="window"):
+        cost("sliding_window_attention", 16, window=17)
+    cost("attention_math", 16)  # the default window=128 > n matters only where window is used
+
+
+def test_heads_must_divide_d():
+    with pytest.raises(ValueError, match="heads"):
+        cost("attention_math", 16, 10, heads=3)
+
+
+def test_bad_dtype():
+    with pytest.raises(TypeError, match="dtype"):
+        cost("conv1d", 16, dtype="float32")
