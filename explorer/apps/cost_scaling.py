@@ -1,0 +1,212 @@
+"""Cost scaling: measured time and peak memory of convolution and attention variants, with the analytic curves."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from pathlib import Path
+
+import ipywidgets as W
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from explorer.analysis.cost import OPS, cost
+from explorer.bench.scaling import fit_exponent, measure
+from explorer.guard import RequestRefused, check, human_bytes, memory_budget
+
+__all__ = ["CostScalingApp", "gpu_benchmarks"]
+
+log = logging.getLogger(__name__)
+DEFAULT_OPS = ("attention_math", "attention_fused", "sliding_window_attention", "linear_attention", "conv1d")
+COLOURS = dict(zip(OPS, ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6",
+                         "#9d755d"]))
+# Time guard: a point is refused when its estimated run time (5 calls: warm-up, 3 repeats, memory pass) at a
+# conservative CPU throughput exceeds the per-point budget, so one click never blocks the kernel for long.
+CPU_FLOPS_PER_S = 2e10
+POINT_TIME_BUDGET_S = 10.0
+BENCHMARKS = Path(__file__).resolve().parents[2] / "assets" / "benchmarks"
+
+
+def gpu_benchmarks(folder: Path = BENCHMARKS) -> list[dict]:
+    """Scaling records measured on GPUs and shipped in ``assets/benchmarks/scaling_*.json`` (device != cpu)."""
+    records = []
+    for path in sorted(folder.glob("scaling_*.json")):
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError):
+            log.warning("unreadable benchmark file %s", path)
+            continue
+        device = payload.get("meta", {}).get("device", "cpu")
+        if device != "cpu":
+            records += [{**r, "device_name": device} for r in payload.get("records", [])]
+    return records
+
+
+class CostScalingApp:
+    """Run a sweep on this machine and see time and memory versus n on log-log axes, analytic curves overlaid.
+
+    Every size is checked by the memory guard first (``explorer.guard.check``); refused sizes are skipped and
+    listed. Measured time is compared with FLOPs (scaled through the middle measured point: the shape is the
+    claim, not the constant); measured peak memory with the analytic peak, unscaled.
+
+    After a run: ``measurements`` (list of ``Measurement``), ``exponents`` {op: {"time": (slope, ci), "memory": ...}}.
+    """
+
+    def __init__(self, ops=DEFAULT_OPS, min_log2: int = 8, max_log2: int = 11, d: int = 64) -> None:
+        unknown = [op for op in ops if op not in OPS]
+        if unknown:
+            raise ValueError(f"ops must be among {OPS}, got unknown {unknown}")
+        style = {"description_width": "90px"}
+        self.ops = W.SelectMultiple(options=OPS, value=tuple(ops), rows=len(OPS), description="operations",
+                                    style=style, layout=W.Layout(width="380px"))
+        self.sizes = W.IntRangeSlider(value=(min_log2, max_log2), min=5, max=16, description="log2 n", style=style,
+                                      layout=W.Layout(width="380px"))
+        self.d = W.Dropdown(options=[16, 32, 64, 128], value=d, description="width d", style=style,
+                            layout=W.Layout(width="200px"))
+        self.run_button = W.Button(description="Run sweep", button_style="primary", icon="play")
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="progress", style=style)
+        self.status = W.HTML()
+        self.table = W.HTML()
+        self.calc_op = W.Dropdown(options=OPS, value="attention_math", description="op", style=style,
+                                  layout=W.Layout(width="300px"))
+        self.calc_n = W.BoundedIntText(value=65_536, min=1, max=2 ** 24, description="n", style=style,
+                                       layout=W.Layout(width="200px"))
+        self.calc_button = W.Button(description="Does it fit?")
+        self.calc_result = W.HTML()
+        for widget, name in ((self.ops, "cost-ops"), (self.sizes, "cost-sizes"), (self.run_button, "cost-run"),
+                             (self.progress, "cost-progress"), (self.status, "cost-status"), (self.table, "cost-table"),
+                             (self.calc_op, "cost-calc-op"), (self.calc_n, "cost-calc-n"),
+                             (self.calc_button, "cost-calc"), (self.calc_result, "cost-calc-result")):
+            widget.add_class(name)
+        self.measurements: list = []
+        self.exponents: dict = {}
+        self.figure = go.FigureWidget(self._empty_figure())
+        self.figure.add_class("cost-figure")
+        self.run_button.on_click(lambda _b: self._guarded(self.run))
+        self.calc_button.on_click(lambda _b: self._guarded(self._calculate, self.calc_result))
+        self.widget = W.VBox([
+            W.HBox([self.ops, W.VBox([self.sizes, self.d, W.HBox([self.run_button, self.progress]), self.status])]),
+            self.figure,
+            self.table,
+            W.HTML("<b>What fits in memory?</b> (analytic peak activations vs this kernel's budget, "
+                   f"{human_bytes(memory_budget())})"),
+            W.HBox([self.calc_op, self.calc_n, self.calc_button]),
+            self.calc_result,
+        ])
+        self.widget.add_class("cost-app")
+
+    def _empty_figure(self) -> go.Figure:
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("time per call (s)", "peak activation memory (bytes)"),
+                            horizontal_spacing=0.1)
+        fig.update_xaxes(type="log", title="n (sequence length; image side for conv2d)")
+        fig.update_yaxes(type="log")
+        fig.update_layout(height=430, width=980, margin={"l": 50, "r": 10, "t": 40, "b": 50},
+                          legend={"font": {"size": 10}})
+        for record in gpu_benchmarks():  # shown beside live CPU points, labelled with their device
+            fig.add_trace(go.Scatter(x=[record["n"]], y=[record["median_s"]], mode="markers",
+                                     marker={"symbol": "diamond-open", "color": COLOURS.get(record["op"], "#333")},
+                                     name=f"{record['op']} ({record['device_name']})", showlegend=False), row=1, col=1)
+        return fig
+
+    # --- actions ---------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Measure the selected ops at n = 2^min .. 2^max (guarded), then redraw."""
+        ops = list(self.ops.value)
+        if not ops:
+            raise ValueError("select at least one operation")
+        low, high = self.sizes.value
+        sizes = [2 ** p for p in range(low, high + 1)]
+        d = self.d.value
+        plan, refused = [], []
+        for op in ops:
+            for n in sizes:
+                kwargs = {"d": d, "window": min(128, n), "block": min(64, n)}
+                try:
+                    estimate = check(op, n, **kwargs)
+                except RequestRefused as error:
+                    refused.append(str(error))
+                    continue
+                seconds = 5 * estimate.flops / CPU_FLOPS_PER_S
+                if seconds > POINT_TIME_BUDGET_S:
+                    refused.append(f"{op} at n={n} would take about {seconds:.0f} s (budget {POINT_TIME_BUDGET_S:.0f} s)")
+                else:
+                    plan.append((op, n, kwargs))
+        self.progress.max, self.progress.value = max(len(plan), 1), 0
+        self.measurements = []
+        for op, n, kwargs in plan:
+            self.measurements.append(measure(op, n, repeats=3, warmup=1, **kwargs))
+            self.progress.value += 1
+        self._draw(ops, d)
+        note = "" if not refused else ("<br><span class='cost-refused'>Refused by the memory/time guard: "
+                                       + html.escape("; ".join(refused[:4])) + (" …" if len(refused) > 4 else "")
+                                       + "</span>")
+        self.status.value = (f"<span class='cost-done' data-points='{len(self.measurements)}'>measured "
+                             f"{len(self.measurements)} points</span>{note}")
+
+    def _draw(self, ops: list[str], d: int) -> None:
+        fig = self._empty_figure()
+        self.exponents = {}
+        rows = []
+        for op in ops:
+            points = [m for m in self.measurements if m.op == op]
+            if not points:
+                continue
+            ns = np.array([m.n for m in points], dtype=float)
+            times = np.array([m.median_s for m in points])
+            peaks = np.array([max(m.peak_bytes, 1) for m in points], dtype=float)
+            model = [cost(op, int(n), d, window=min(128, int(n)), block=min(64, int(n))) for n in ns]
+            flops = np.array([c.flops for c in model])
+            analytic_peak = np.array([c.peak_memory for c in model])
+            mid = len(ns) // 2
+            scaled = flops * times[mid] / flops[mid]  # analytic shape through the middle measurement
+            colour = COLOURS[op]
+            fig.add_trace(go.Scatter(x=ns, y=times, mode="markers", name=op, legendgroup=op,
+                                     marker={"color": colour, "size": 8}), row=1, col=1)
+            fig.add_trace(go.Scatter(x=ns, y=scaled, mode="lines", name=f"{op} ∝ FLOPs", legendgroup=op,
+                                     line={"color": colour, "dash": "dot"}, showlegend=False), row=1, col=1)
+            fig.add_trace(go.Scatter(x=ns, y=peaks, mode="markers", name=op, legendgroup=op, showlegend=False,
+                                     marker={"color": colour, "size": 8, "symbol": "square"}), row=1, col=2)
+            fig.add_trace(go.Scatter(x=ns, y=analytic_peak, mode="lines", name=f"{op} analytic", legendgroup=op,
+                                     showlegend=False, line={"color": colour, "dash": "dot"}), row=1, col=2)
+            if len(ns) >= 3:
+                self.exponents[op] = {"time": fit_exponent(ns, times), "memory": fit_exponent(ns, peaks)}
+                (ts, (tl, th)), (ms, (ml, mh)) = self.exponents[op]["time"], self.exponents[op]["memory"]
+                rows.append(f"<tr><td>{op}</td><td>{ts:.2f} [{tl:.2f}, {th:.2f}]</td>"
+                            f"<td>{ms:.2f} [{ml:.2f}, {mh:.2f}]</td></tr>")
+        # a new sweep may change the set of operations: replace the traces (add/delete cannot be batched)
+        self.figure.data = []
+        self.figure.add_traces(list(fig.data), rows=[1] * len(fig.data),
+                               cols=[1 if t.xaxis in (None, "x") else 2 for t in fig.data])
+        self.table.value = ("<table class='cost-exponents'><tr><th>op</th><th>time exponent [95% CI]</th>"
+                            "<th>memory exponent [95% CI]</th></tr>" + "".join(rows) + "</table>"
+                            "<small>Dotted: analytic model (time ∝ FLOPs, scaled through the middle point; memory "
+                            "unscaled). Exponents are log-log slopes; small sizes are dominated by fixed per-call "
+                            "costs, so time slopes below the analytic ones are expected there.</small>")
+
+    def _calculate(self) -> None:
+        op, n = self.calc_op.value, self.calc_n.value
+        kwargs = {"window": min(128, n), "block": min(64, n), "d": self.d.value}
+        try:
+            need = check(op, n, **kwargs)
+            self.calc_result.value = (f"<span class='cost-fits'>✓ {op} at n = {n:,} needs {human_bytes(need.peak_memory)}"
+                                      f" of activations and {need.flops:.3g} FLOPs: fits in the budget.</span>")
+        except RequestRefused as error:
+            self.calc_result.value = f"<span class='cost-refused' style='color:#b00020'>✗ {html.escape(str(error))}</span>"
+
+    def _guarded(self, action, target: W.HTML | None = None) -> None:
+        target = target or self.status
+        try:
+            action()
+        except (ValueError, TypeError) as error:
+            target.value = f"<div class='cost-error' style='color:#b00020'>⚠ {html.escape(str(error))}</div>"
+        except Exception as error:  # a visitor's click must never surface a traceback
+            log.exception("cost-scaling action failed")
+            target.value = (f"<div class='cost-error' style='color:#b00020'>⚠ could not run: "
+                            f"{html.escape(type(error).__name__)}</div>")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)

@@ -1,0 +1,60 @@
+"""The cost-scaling app without a browser: guarded sweeps, exponents from the measurements, the fits calculator."""
+
+import numpy as np
+import pytest
+
+from explorer.analysis.cost import cost
+from explorer.apps import CostScalingApp
+from explorer.bench.scaling import fit_exponent
+
+
+@pytest.fixture(scope="module")
+def app():
+    app = CostScalingApp(ops=("attention_math", "conv1d"), min_log2=6, max_log2=8, d=16)
+    app.run_button.click()
+    return app
+
+
+def test_sweep_measures_every_point_and_fits(app):
+    assert "data-points='6'" in app.status.value
+    ns = [m.n for m in app.measurements if m.op == "attention_math"]
+    peaks = [m.peak_bytes for m in app.measurements if m.op == "attention_math"]
+    assert ns == [64, 128, 256]
+    slope, ci = fit_exponent(ns, peaks)  # independent refit of the same points
+    assert app.exponents["attention_math"]["memory"][0] == pytest.approx(slope, abs=1e-12)
+    assert 1.7 < slope < 2.1  # n^2 scores dominate the peak: exponent near 2 (scores + probabilities + O(n) terms)
+
+
+def test_analytic_memory_curve_is_unscaled_model(app):
+    memory_lines = [t for t in app.figure.data if t.mode == "lines" and t.xaxis == "x2"]
+    line = next(t for t in memory_lines if t.name.startswith("attention_math"))
+    expected = [cost("attention_math", int(n), 16, window=min(128, int(n)), block=min(64, int(n))).peak_memory
+                for n in line.x]
+    np.testing.assert_allclose(line.y, expected, rtol=1e-12)
+
+
+def test_guard_refuses_huge_sizes_without_running():
+    app = CostScalingApp(ops=("attention_math",), min_log2=15, max_log2=16)
+    app.run_button.click()
+    assert "data-points='0'" in app.status.value and "cost-refused" in app.status.value
+    assert app.measurements == []
+
+
+def test_calculator(app):
+    app.calc_op.value, app.calc_n.value = "attention_math", 65_536
+    app.calc_button.click()
+    assert "cost-refused" in app.calc_result.value and "34.4 GB" in app.calc_result.value
+    app.calc_op.value = "attention_fused"
+    app.calc_button.click()
+    assert "cost-fits" in app.calc_result.value
+
+
+def test_empty_selection_message(app):
+    app.ops.value = ()
+    app.run_button.click()
+    assert "select at least one operation" in app.status.value
+
+
+def test_unknown_op():
+    with pytest.raises(ValueError, match="ops"):
+        CostScalingApp(ops=("attention_magic",))
