@@ -14,6 +14,7 @@ import torch
 from explorer.analysis import (attention_rollout, downsample_pattern, head_entropy, mean_attention_distance,
                                sink_share, special_token_mask, stack_patterns)
 from explorer.data import SENTENCES, long_text
+from explorer.guard import check
 from explorer.hooks import record
 from explorer.masks import causal, sliding_window
 from explorer.models import load_pretrained
@@ -149,6 +150,10 @@ class AttentionMapsApp:
         start = time.perf_counter()
         tokenizer, model = self.pretrained.tokenizer, self.pretrained.model
         encoding = tokenizer.encode(text, max_length=self.max_tokens)
+        config = self.pretrained.config
+        # recording materialises every layer's pattern: ask the memory guard first (raises RequestRefused)
+        check("attention_math", len(encoding.tokens), d=config.hidden_size, heads=config.num_attention_heads,
+              batch=config.num_hidden_layers)
         mask = MASKS[self.mask.value]
         with torch.no_grad(), record(model, "*.hook_pattern") as trace:
             model(encoding.input_ids, mask=mask)

@@ -130,3 +130,14 @@ def test_bad_arguments():
         AttentionMapsApp(max_tokens=1000)
     with pytest.raises(FileNotFoundError, match="config.json"):
         AttentionMapsApp(checkpoint="/nonexistent-folder")
+
+
+def test_memory_guard_refuses_with_visible_message(app, monkeypatch):
+    from explorer.guard import ENV_BUDGET
+
+    before = app.patterns
+    monkeypatch.setenv(ENV_BUDGET, str(10_000_000))  # 10 MB: 6 layers x 12 heads x 512^2 patterns do not fit
+    app.text.value = long_text(600)
+    app.run_button.click()
+    assert "attn-error" in app.message.value and "would need" in app.message.value
+    assert app.patterns is before  # nothing ran
