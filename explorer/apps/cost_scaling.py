@@ -38,7 +38,7 @@ def gpu_benchmarks(folder: Path = BENCHMARKS) -> list[dict]:
         except (OSError, ValueError):
             log.warning("unreadable benchmark file %s", path)
             continue
-        device = payload.get("meta", {}).get("device", "cpu")
+        device = (payload.get("metadata") or payload.get("meta") or {}).get("device", "cpu")
         if device != "cpu":
             records += [{**r, "device_name": device} for r in payload.get("records", [])]
     return records
@@ -98,16 +98,29 @@ class CostScalingApp:
         self.widget.add_class("cost-app")
 
     def _empty_figure(self) -> go.Figure:
+        """Four traces per operation, in ``OPS`` order (measured time, analytic time, measured memory, analytic
+        memory), empty until a sweep fills them; GPU records from ``assets/benchmarks`` after them."""
         fig = make_subplots(rows=1, cols=2, subplot_titles=("time per call (s)", "peak activation memory (bytes)"),
                             horizontal_spacing=0.1)
-        fig.update_xaxes(type="log", title="n (sequence length; image side for conv2d)")
-        fig.update_yaxes(type="log")
-        fig.update_layout(height=430, width=980, margin={"l": 50, "r": 10, "t": 40, "b": 50},
-                          legend={"font": {"size": 10}})
+        for op in OPS:
+            colour = COLOURS[op]
+            fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name=op, legendgroup=op,
+                                     marker={"color": colour, "size": 8}), row=1, col=1)
+            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{op} ∝ FLOPs", legendgroup=op,
+                                     line={"color": colour, "dash": "dot"}, showlegend=False), row=1, col=1)
+            fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name=f"{op} memory", legendgroup=op,
+                                     showlegend=False, marker={"color": colour, "size": 8, "symbol": "square"}),
+                          row=1, col=2)
+            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{op} analytic", legendgroup=op,
+                                     showlegend=False, line={"color": colour, "dash": "dot"}), row=1, col=2)
         for record in gpu_benchmarks():  # shown beside live CPU points, labelled with their device
             fig.add_trace(go.Scatter(x=[record["n"]], y=[record["median_s"]], mode="markers",
                                      marker={"symbol": "diamond-open", "color": COLOURS.get(record["op"], "#333")},
                                      name=f"{record['op']} ({record['device_name']})", showlegend=False), row=1, col=1)
+        fig.update_xaxes(type="log", title="n (sequence length; image side for conv2d)")
+        fig.update_yaxes(type="log")
+        fig.update_layout(height=430, width=980, margin={"l": 50, "r": 10, "t": 40, "b": 50},
+                          legend={"font": {"size": 10}})
         return fig
 
     # --- actions ---------------------------------------------------------------------------------------
@@ -146,39 +159,31 @@ class CostScalingApp:
                              f"{len(self.measurements)} points</span>{note}")
 
     def _draw(self, ops: list[str], d: int) -> None:
-        fig = self._empty_figure()
+        """Fill each operation's four traces in place (unselected operations are emptied) and fit exponents."""
         self.exponents = {}
         rows = []
-        for op in ops:
-            points = [m for m in self.measurements if m.op == op]
-            if not points:
-                continue
-            ns = np.array([m.n for m in points], dtype=float)
-            times = np.array([m.median_s for m in points])
-            peaks = np.array([max(m.peak_bytes, 1) for m in points], dtype=float)
-            model = [cost(op, int(n), d, window=min(128, int(n)), block=min(64, int(n))) for n in ns]
-            flops = np.array([c.flops for c in model])
-            analytic_peak = np.array([c.peak_memory for c in model])
-            mid = len(ns) // 2
-            scaled = flops * times[mid] / flops[mid]  # analytic shape through the middle measurement
-            colour = COLOURS[op]
-            fig.add_trace(go.Scatter(x=ns, y=times, mode="markers", name=op, legendgroup=op,
-                                     marker={"color": colour, "size": 8}), row=1, col=1)
-            fig.add_trace(go.Scatter(x=ns, y=scaled, mode="lines", name=f"{op} ∝ FLOPs", legendgroup=op,
-                                     line={"color": colour, "dash": "dot"}, showlegend=False), row=1, col=1)
-            fig.add_trace(go.Scatter(x=ns, y=peaks, mode="markers", name=op, legendgroup=op, showlegend=False,
-                                     marker={"color": colour, "size": 8, "symbol": "square"}), row=1, col=2)
-            fig.add_trace(go.Scatter(x=ns, y=analytic_peak, mode="lines", name=f"{op} analytic", legendgroup=op,
-                                     showlegend=False, line={"color": colour, "dash": "dot"}), row=1, col=2)
-            if len(ns) >= 3:
-                self.exponents[op] = {"time": fit_exponent(ns, times), "memory": fit_exponent(ns, peaks)}
-                (ts, (tl, th)), (ms, (ml, mh)) = self.exponents[op]["time"], self.exponents[op]["memory"]
-                rows.append(f"<tr><td>{op}</td><td>{ts:.2f} [{tl:.2f}, {th:.2f}]</td>"
-                            f"<td>{ms:.2f} [{ml:.2f}, {mh:.2f}]</td></tr>")
-        # a new sweep may change the set of operations: replace the traces (add/delete cannot be batched)
-        self.figure.data = []
-        self.figure.add_traces(list(fig.data), rows=[1] * len(fig.data),
-                               cols=[1 if t.xaxis in (None, "x") else 2 for t in fig.data])
+        with self.figure.batch_update():
+            for i, op in enumerate(OPS):
+                points = [m for m in self.measurements if m.op == op] if op in ops else []
+                traces = self.figure.data[4 * i: 4 * i + 4]
+                if not points:
+                    for trace in traces:
+                        trace.x, trace.y = [], []
+                    continue
+                ns = np.array([m.n for m in points], dtype=float)
+                times = np.array([m.median_s for m in points])
+                peaks = np.array([max(m.peak_bytes, 1) for m in points], dtype=float)
+                model = [cost(op, int(n), d, window=min(128, int(n)), block=min(64, int(n))) for n in ns]
+                flops = np.array([c.flops for c in model])
+                mid = len(ns) // 2
+                scaled = flops * times[mid] / flops[mid]  # analytic shape through the middle measurement
+                for trace, values in zip(traces, (times, scaled, peaks, [c.peak_memory for c in model])):
+                    trace.x, trace.y = ns.tolist(), np.asarray(values, dtype=float).tolist()  # plain JSON
+                if len(ns) >= 3:
+                    self.exponents[op] = {"time": fit_exponent(ns, times), "memory": fit_exponent(ns, peaks)}
+                    (ts, (tl, th)), (ms, (ml, mh)) = self.exponents[op]["time"], self.exponents[op]["memory"]
+                    rows.append(f"<tr><td>{op}</td><td>{ts:.2f} [{tl:.2f}, {th:.2f}]</td>"
+                                f"<td>{ms:.2f} [{ml:.2f}, {mh:.2f}]</td></tr>")
         self.table.value = ("<table class='cost-exponents'><tr><th>op</th><th>time exponent [95% CI]</th>"
                             "<th>memory exponent [95% CI]</th></tr>" + "".join(rows) + "</table>"
                             "<small>Dotted: analytic model (time ∝ FLOPs, scaled through the middle point; memory "

@@ -207,7 +207,7 @@ class CrossModalApp:
             for k, values in enumerate(maps):
                 if image:
                     self.figure.data[2 * k].z = scene
-                self.figure.data[2 * k + 1].z = normalise(values)
+                self.figure.data[2 * k + 1].z = normalise(values).tolist()  # plain JSON arrays
                 self.figure.layout.shapes[k].update(**box_coords(box))
 
     # --- callbacks: public endpoints, never raise into the kernel ------------------------------------

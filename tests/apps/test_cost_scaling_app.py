@@ -26,8 +26,7 @@ def test_sweep_measures_every_point_and_fits(app):
 
 
 def test_analytic_memory_curve_is_unscaled_model(app):
-    memory_lines = [t for t in app.figure.data if t.mode == "lines" and t.xaxis == "x2"]
-    line = next(t for t in memory_lines if t.name.startswith("attention_math"))
+    line = next(t for t in app.figure.data if t.name == "attention_math analytic")
     expected = [cost("attention_math", int(n), 16, window=min(128, int(n)), block=min(64, int(n))).peak_memory
                 for n in line.x]
     np.testing.assert_allclose(line.y, expected, rtol=1e-12)
