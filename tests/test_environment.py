@@ -55,3 +55,12 @@ def test_constraints_cover_every_dependency():
     pinned = {_name(line) for line in (ROOT / "constraints.txt").read_text().splitlines()
               if line and not line.startswith("#")}
     assert pip_names <= pinned, f"not pinned in constraints.txt: {sorted(pip_names - pinned)}"
+
+
+def test_every_package_is_installed():
+    """pyproject lists packages by hand (kernels/ maps to explorer.kernels); a new subpackage must be listed."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "explorer").rglob("__init__.py")}
+    found |= {"explorer.kernels" + "".join("." + s for s in p.parent.relative_to(ROOT / "kernels").parts)
+              for p in (ROOT / "kernels").rglob("__init__.py")}
+    assert found == listed, f"unlisted: {sorted(found - listed)}; listed but missing: {sorted(listed - found)}"

@@ -1,0 +1,1 @@
+"""Fused GPU attention (Triton) with O(n)-memory statistics; see kernels/README.md."""
