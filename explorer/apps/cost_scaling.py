@@ -84,11 +84,12 @@ class CostScalingApp:
         self.exponents: dict = {}
         self.figure = go.FigureWidget(self._empty_figure())
         self.figure.add_class("cost-figure")
+        self._figure_box = W.Box([self.figure])
         self.run_button.on_click(lambda _b: self._guarded(self.run))
         self.calc_button.on_click(lambda _b: self._guarded(self._calculate, self.calc_result))
         self.widget = W.VBox([
             W.HBox([self.ops, W.VBox([self.sizes, self.d, W.HBox([self.run_button, self.progress]), self.status])]),
-            self.figure,
+            self._figure_box,
             self.table,
             W.HTML("<b>What fits in memory?</b> (analytic peak activations vs this kernel's budget, "
                    f"{human_bytes(memory_budget())})"),
@@ -159,13 +160,20 @@ class CostScalingApp:
                              f"{len(self.measurements)} points</span>{note}")
 
     def _draw(self, ops: list[str], d: int) -> None:
-        """Fill each operation's four traces in place (unselected operations are emptied) and fit exponents."""
+        """Draw the sweep on a fresh figure (each operation's four traces filled) and fit exponents.
+
+        The figure is replaced, not edited in place: a new widget carries its data in its initial state, whereas
+        plotly's in-place edits travel as transient messages (set, then reset to None) that the browser was seen
+        to miss after a sweep, leaving the plot empty while the kernel held every point.
+        """
         self.exponents = {}
         rows = []
-        with self.figure.batch_update():
+        figure = go.FigureWidget(self._empty_figure())
+        figure.add_class("cost-figure")
+        with figure.batch_update():
             for i, op in enumerate(OPS):
                 points = [m for m in self.measurements if m.op == op] if op in ops else []
-                traces = self.figure.data[4 * i: 4 * i + 4]
+                traces = figure.data[4 * i: 4 * i + 4]
                 if not points:
                     for trace in traces:
                         trace.x, trace.y = [], []
@@ -184,6 +192,9 @@ class CostScalingApp:
                     (ts, (tl, th)), (ms, (ml, mh)) = self.exponents[op]["time"], self.exponents[op]["memory"]
                     rows.append(f"<tr><td>{op}</td><td>{ts:.2f} [{tl:.2f}, {th:.2f}]</td>"
                                 f"<td>{ms:.2f} [{ml:.2f}, {mh:.2f}]</td></tr>")
+        old, self.figure = self.figure, figure
+        self._figure_box.children = (figure,)
+        old.close()
         self.table.value = ("<table class='cost-exponents'><tr><th>op</th><th>time exponent [95% CI]</th>"
                             "<th>memory exponent [95% CI]</th></tr>" + "".join(rows) + "</table>"
                             "<small>Dotted: analytic model (time ∝ FLOPs, scaled through the middle point; memory "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipywidgets as W
 
 from explorer.apps.attention_maps import AttentionMapsApp
+from explorer.apps.cost_scaling import CostScalingApp
 from explorer.apps.cross_modal import CrossModalApp
 from explorer.apps.receptive_field import ReceptiveFieldApp
 
@@ -15,6 +16,7 @@ TABS = [
     ("Receptive fields", ReceptiveFieldApp),
     ("Attention maps", AttentionMapsApp),
     ("Cross-modal", CrossModalApp),
+    ("Cost scaling", CostScalingApp),
 ]
 
 

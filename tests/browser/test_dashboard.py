@@ -108,3 +108,11 @@ def test_position_slider_moves_box(rf_page):
     TIMINGS["position slider (5 key presses) to final plot (s)"] = time.perf_counter() - start
     assert int(page.locator(".rf-col .widget-readout").inner_text()) == col - 5
     assert page.errors == []
+
+
+def test_every_app_has_its_tab(dashboard_page):
+    from explorer.apps.dashboard import TABS
+
+    titles = dashboard_page.locator(".lm-TabBar-tab .lm-TabBar-tabLabel").all_inner_texts()
+    assert titles == [title for title, _factory in TABS] == [
+        "Receptive fields", "Attention maps", "Cross-modal", "Cost scaling"]
