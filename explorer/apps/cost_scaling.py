@@ -30,18 +30,37 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "assets" / "benchmarks"
 
 
 def gpu_benchmarks(folder: Path = BENCHMARKS) -> list[dict]:
-    """Scaling records measured on GPUs and shipped in ``assets/benchmarks/scaling_*.json`` (device != cpu)."""
+    """GPU measurements shipped in ``assets/benchmarks``, as records ``{op, n, median_s, device_name, label}``.
+
+    Two sources: ``scaling_*.json`` from :mod:`explorer.bench.scaling` (device != cpu), and ``attention_*.json``
+    from :mod:`explorer.bench.attention` (the fused Triton kernel and SDPA's kernels; forward, no mask). The
+    attention benchmark runs many sequences and heads at once, so its time is divided by ``batch * heads`` to put
+    it on the same footing as this app's sweep (one sequence, one head).
+    """
     records = []
     for path in sorted(folder.glob("scaling_*.json")):
-        try:
-            payload = json.loads(path.read_text())
-        except (OSError, ValueError):
-            log.warning("unreadable benchmark file %s", path)
-            continue
+        payload = _read(path)
         device = (payload.get("metadata") or payload.get("meta") or {}).get("device", "cpu")
         if device != "cpu":
-            records += [{**r, "device_name": device} for r in payload.get("records", [])]
+            records += [{**r, "device_name": device, "label": r["op"]} for r in payload.get("records", [])]
+    for path in sorted(folder.glob("attention_*.json")):
+        payload = _read(path)
+        meta = payload.get("metadata") or {}
+        for r in payload.get("records", []):
+            if (str(r.get("device", "cpu")).startswith("cuda") and r.get("mode") == "forward" and r.get("mask") == "full"
+                    and r.get("ms") and not r.get("error")):
+                records.append({"op": "attention_fused", "n": r["n"], "median_s": r["ms"] / 1e3 / (r["batch"] * r["heads"]),
+                                "device_name": meta.get("device_name") or meta.get("device") or r["device"],
+                                "label": f"{r['backend']} d={r['d']} {r.get('dtype', '')}".strip()})
     return records
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("unreadable benchmark file %s", path)
+        return {}
 
 
 class CostScalingApp:
@@ -117,7 +136,7 @@ class CostScalingApp:
         for record in gpu_benchmarks():  # shown beside live CPU points, labelled with their device
             fig.add_trace(go.Scatter(x=[record["n"]], y=[record["median_s"]], mode="markers",
                                      marker={"symbol": "diamond-open", "color": COLOURS.get(record["op"], "#333")},
-                                     name=f"{record['op']} ({record['device_name']})", showlegend=False), row=1, col=1)
+                                     name=f"{record['label']} ({record['device_name']})", showlegend=False), row=1, col=1)
         fig.update_xaxes(type="log", title="n (sequence length; image side for conv2d)")
         fig.update_yaxes(type="log")
         fig.update_layout(height=430, width=980, margin={"l": 50, "r": 10, "t": 40, "b": 50},

@@ -57,3 +57,29 @@ def test_empty_selection_message(app):
 def test_unknown_op():
     with pytest.raises(ValueError, match="ops"):
         CostScalingApp(ops=("attention_magic",))
+
+
+def test_gpu_benchmarks_read_both_files_and_skip_cpu_and_errors(tmp_path):
+    """Hand-made files in both schemas; the attention time is per (batch * head), the unit of this app's sweep."""
+    import json
+
+    from explorer.apps.cost_scaling import gpu_benchmarks
+
+    (tmp_path / "scaling_h100.json").write_text(json.dumps({
+        "metadata": {"device": "NVIDIA H100"}, "records": [{"op": "attention_math", "n": 1024, "median_s": 2e-4}]}))
+    (tmp_path / "scaling_cpu.json").write_text(json.dumps({
+        "metadata": {"device": "cpu"}, "records": [{"op": "conv1d", "n": 1024, "median_s": 1e-3}]}))
+    base = {"mask": "full", "mode": "forward", "device": "cuda:0", "batch": 4, "heads": 16, "d": 64, "dtype": "bfloat16",
+            "error": None}
+    (tmp_path / "attention_h100.json").write_text(json.dumps({"metadata": {"device": "NVIDIA H100"}, "records": [
+        {**base, "backend": "ours", "n": 4096, "ms": 1.28},
+        {**base, "backend": "sdpa_cudnn", "n": 4096, "ms": None, "error": "unsupported"},  # could not run
+        {**base, "backend": "ours", "n": 4096, "ms": 3.0, "mask": "causal"},  # only the unmasked op is plotted
+        {**base, "backend": "reference", "n": 64, "ms": 1.0, "device": "cpu"},  # CPU runs are not GPU results
+    ]}))
+    (tmp_path / "attention_broken.json").write_text("{not json")
+    records = gpu_benchmarks(tmp_path)
+    assert [(r["op"], r["n"], r["label"], r["device_name"]) for r in records] == [
+        ("attention_math", 1024, "attention_math", "NVIDIA H100"),
+        ("attention_fused", 4096, "ours d=64 bfloat16", "NVIDIA H100")]
+    assert records[1]["median_s"] == pytest.approx(1.28e-3 / (4 * 16), rel=1e-12)
