@@ -1,0 +1,14 @@
+"""Session-wide test set-up.
+
+Triton decides between compiling for a GPU and interpreting on CPU when it is first imported (``triton.jit`` reads
+``TRITON_INTERPRET`` then, for its own helpers too), and torch may import it on its own (``torch._dynamo``). So on
+machines without CUDA the interpreter is switched on here, before any test module is collected: the kernel tests
+(tests/kernels) and the layer's ``backend="triton"`` tests then run the real Triton kernels on CPU tensors.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
