@@ -52,6 +52,7 @@ __all__ = [
     "dilated_window",
     "block_sparse",
     "from_callable",
+    "band_of",
 ]
 
 Index = Union[int, torch.Tensor]
@@ -346,3 +347,20 @@ def from_callable(fn: Callable[[Index, Index], Index]) -> FromCallable:
         A :class:`FromCallable` mask.
     """
     return FromCallable(fn)
+
+
+def band_of(mask: Mask | None) -> tuple[bool, int | None] | None:
+    """``(causal, window)`` for a mask a fused kernel can read from its fields, or None if it cannot.
+
+    The fused attention of :mod:`explorer.kernels` takes no dense matrix, only a causal flag and a sliding window
+    (this module's convention). ``None`` and :class:`Full` give ``(False, None)``, :class:`Causal`
+    ``(True, None)``, :class:`SlidingWindow` ``(causal, window)``; every other mask gives None. Exact type checks:
+    a subclass may change ``__call__``, so only the classes themselves qualify.
+    """
+    if mask is None or type(mask) is Full:
+        return False, None
+    if type(mask) is Causal:
+        return True, None
+    if type(mask) is SlidingWindow:
+        return mask.causal, mask.window
+    return None

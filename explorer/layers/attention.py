@@ -1,19 +1,34 @@
-"""Instrumented multi-head attention (self and cross), with masks, padding, additive score biases and two backends.
+"""Instrumented multi-head attention (self and cross), with masks, padding, additive score biases and three backends.
 
-One layer, two ways to compute the same thing:
+One layer, three ways to compute the same thing:
 
 * ``"math"`` materialises the ``[batch, head, query, key]`` scores and pattern and passes them through
   ``hook_scores`` / ``hook_pattern`` -- memory ``O(batch * head * query * key)``;
 * ``"sdpa"`` calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels where torch has them),
   which never exposes the pattern;
+* ``"triton"`` calls :func:`explorer.kernels.fused_attention`, the project's fused Triton kernel: memory
+  ``O(batch * head * query * head_dim)``, and the mask is read from the mask's fields (``causal``, ``window``)
+  instead of a dense ``[query, key]`` matrix. It supports no mask, :class:`~explorer.masks.Full`,
+  :class:`~explorer.masks.Causal` and :class:`~explorer.masks.SlidingWindow` (causal or centred), plus
+  ``key_padding_mask``; any other mask, a dense BoolTensor mask or a ``score_bias`` raises a ValueError (use
+  ``"math"`` or ``"sdpa"`` for those). On CUDA tensors it runs the kernel (``head_dim`` in
+  ``explorer.kernels.TRITON_HEAD_DIMS``, float16/bfloat16/float32) or raises -- never a silent ``O(n^2)`` fallback.
+  On CPU tensors ``fused_attention`` runs the Triton kernel only under the interpreter (``TRITON_INTERPRET=1``);
+  otherwise it falls back to its pure-PyTorch reference, which gives the same numbers, slowly -- handy for tests,
+  not for speed;
 * ``"auto"`` (default) uses ``"sdpa"`` unless ``hook_scores`` or ``hook_pattern`` is being recorded, then
-  ``"math"`` for that call. This is decided per call (one list truth test per hook point) because recording is
-  switched on and off from outside, by :func:`explorer.record`.
+  ``"math"`` for that call; on CUDA tensors, when Triton is available
+  (:func:`explorer.kernels.triton_available`) and the call is one the fused kernel supports (masks above, no
+  ``score_bias``), it uses ``"triton"`` instead of ``"sdpa"``. This is decided per call (one list truth test per
+  hook point, and ``query.is_cuda`` before anything else, so a CPU call never imports Triton) because recording
+  is switched on and off from outside, by :func:`explorer.record`.
 
-Asking ``backend="sdpa"`` for scores or patterns raises a RuntimeError: a trace is never silently empty.
+Asking ``backend="sdpa"`` or ``backend="triton"`` for scores or patterns raises a RuntimeError: a trace is never
+silently empty. (The fused kernel can return O(n)-memory attention *statistics* instead of patterns; call
+:func:`explorer.kernels.fused_attention` with ``return_stats=True`` for those.)
 
-Fully masked query rows (every key removed by the mask, the padding or a ``-inf`` bias) have one policy in both
-backends: their pattern row is all zeros and their per-head output ``z`` is zero (so the layer output there is
+Fully masked query rows (every key removed by the mask, the padding or a ``-inf`` bias) have one policy in every
+backend: their pattern row is all zeros and their per-head output ``z`` is zero (so the layer output there is
 ``out_proj.bias``); no NaN. ``hook_scores`` shows ``-inf`` at every masked position.
 
 Paper: Vaswani et al. 2017, https://arxiv.org/abs/1706.03762.
@@ -29,11 +44,12 @@ from torch import nn
 
 from explorer.hooks import HookPoint
 from explorer.layers.conv import _check_bool, _check_floating, _check_int
-from explorer.masks import Causal, Mask
+from explorer.masks import Causal, Mask, band_of
 
 __all__ = ["MultiheadAttention", "alibi_bias", "alibi_slopes"]
 
-BACKENDS = ("auto", "math", "sdpa")
+BACKENDS = ("auto", "math", "sdpa", "triton")
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # what the fused kernel compiles for
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -137,7 +153,7 @@ class MultiheadAttention(nn.Module):
         bias: add biases to the four projections.
         mask: default :class:`~explorer.masks.Mask` of the layer (None = no mask); a ``mask`` passed to forward
             replaces it for that call.
-        backend: ``"auto"``, ``"math"`` or ``"sdpa"`` (see the module docstring).
+        backend: ``"auto"``, ``"math"``, ``"sdpa"`` or ``"triton"`` (see the module docstring).
         device, dtype: of the parameters.
 
     Hook points (shapes): ``hook_q`` ``[batch, head, query, head_dim]``, ``hook_k`` / ``hook_v``
@@ -195,7 +211,12 @@ class MultiheadAttention(nn.Module):
 
     @property
     def backend(self) -> str:
-        """``"auto"``, ``"math"`` or ``"sdpa"``; may be reassigned (checked again)."""
+        """``"auto"``, ``"math"``, ``"sdpa"`` or ``"triton"``; may be reassigned (checked again).
+
+        ``"auto"`` is resolved per call: ``"math"`` while scores or patterns are recorded, else ``"triton"`` for
+        supported calls on CUDA tensors when Triton is available, else ``"sdpa"``. ``"triton"`` on CPU without
+        ``TRITON_INTERPRET=1`` runs the kernel's pure-PyTorch reference (same result, no speed-up).
+        """
         return self._backend
 
     @backend.setter
@@ -248,17 +269,48 @@ class MultiheadAttention(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------------------------
 
-    def _backend_for_call(self) -> str:
-        """The backend this call runs on (see the module docstring)."""
+    def _backend_for_call(
+        self,
+        query: torch.Tensor,
+        n_key: int,
+        mask: Mask | torch.Tensor | None,
+        score_bias: torch.Tensor | None,
+    ) -> str:
+        """The backend this call runs on: ``"math"``, ``"sdpa"`` or ``"triton"`` (see the module docstring)."""
+        n_query = query.shape[1]
         wants_pattern = self.hook_scores.active or self.hook_pattern.active
-        if self.backend == "sdpa" and wants_pattern:
+        if self.backend in ("sdpa", "triton") and wants_pattern:
             raise RuntimeError(
-                "backend='sdpa' never materialises attention scores or patterns, but hook_scores or hook_pattern "
-                f"of this layer ({self.hook_pattern.name or 'unnamed'}) is being recorded. Use backend='auto' "
-                "(recorded calls go to the math path) or backend='math'."
+                f"backend={self.backend!r} never materialises attention scores or patterns, but hook_scores or "
+                f"hook_pattern of this layer ({self.hook_pattern.name or 'unnamed'}) is being recorded. Use "
+                "backend='auto' (recorded calls go to the math path) or backend='math'."
             )
         if self.backend == "math" or wants_pattern:
             return "math"
+        if self.backend == "triton":
+            if score_bias is not None:
+                raise ValueError("score_bias is not supported by backend='triton' (the fused kernel adds no bias); "
+                                 "use backend='math' or backend='sdpa'")
+            fused = band_of(mask)
+            if fused is None:
+                what = "a dense BoolTensor" if isinstance(mask, torch.Tensor) else repr(mask)
+                raise ValueError(
+                    f"mask={what} is not supported by backend='triton', which takes None, full(), causal() or "
+                    "sliding_window(window, causal=...) (plus key_padding_mask); use backend='math' or "
+                    "backend='sdpa'"
+                )
+            if fused != (False, None) and n_query != n_key:
+                raise ValueError(f"mask={mask!r} with backend='triton' needs as many queries as keys, got "
+                                 f"{n_query} queries and {n_key} keys; use backend='math' or backend='sdpa'")
+            return "triton"
+        if self.backend == "auto" and query.is_cuda and score_bias is None:  # CPU calls stop at is_cuda
+            fused = band_of(mask)
+            if fused is not None and (fused == (False, None) or n_query == n_key):
+                from explorer.kernels import TRITON_HEAD_DIMS, triton_available
+
+                suits = self.head_dim in TRITON_HEAD_DIMS and query.dtype in _TRITON_DTYPES
+                if suits and triton_available():
+                    return "triton"
         return "sdpa"
 
     def _check_inputs(
@@ -344,8 +396,9 @@ class MultiheadAttention(nn.Module):
             _check_broadcastable("score_bias", score_bias, target)
             score_bias = score_bias.to(query.dtype)
         mask = self.mask if mask is None else mask
-        allowed = self._allowed(mask, key_padding_mask, target, query.device)
-        backend = self._backend_for_call()
+        backend = self._backend_for_call(query, n_key, mask, score_bias)
+        # the fused kernel reads the mask's fields; only the other backends need the dense rendering
+        allowed = None if backend == "triton" else self._allowed(mask, key_padding_mask, target, query.device)
 
         q = self.q_proj(query).view(batch, n_query, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(key).view(batch, n_key, self.num_heads, self.head_dim).transpose(1, 2)
@@ -356,6 +409,8 @@ class MultiheadAttention(nn.Module):
 
         if backend == "math":
             z = self._math(q, k, v, allowed, score_bias)
+        elif backend == "triton":
+            z = self._triton(q, k, v, mask, key_padding_mask)
         else:
             only_causal = type(mask) is Causal and key_padding_mask is None and score_bias is None
             z = self._sdpa(q, k, v, allowed, score_bias, is_causal=only_causal)
@@ -410,3 +465,22 @@ class MultiheadAttention(nn.Module):
             attn_mask = attn_mask.masked_fill(~has_key, 0.0)
         z = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
         return z.masked_fill(~has_key, 0.0)  # (batch, head, query, head_dim)
+
+    def _triton(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: Mask | None,
+        key_padding_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:func:`explorer.kernels.fused_attention`; memory O(batch * head * query * head_dim), no pattern."""
+        from explorer.kernels import fused_attention  # lazy: Triton is an optional dependency
+
+        causal, window = band_of(mask)  # checked supported by _backend_for_call
+        # CUDA: the kernel or a clear error (never a silent O(n^2) fallback); CPU: the interpreter under
+        # TRITON_INTERPRET=1, else the pure-PyTorch reference
+        kernel_backend = "triton" if q.is_cuda else "auto"
+        result = fused_attention(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
+                                 scale=self.scale, backend=kernel_backend)
+        return result.out  # (batch, head, query, head_dim); zero rows where every key is masked

@@ -369,7 +369,7 @@ def test_alibi_bias_matches_loop(is_causal):
     ({"embed_dim": 8, "num_heads": 0}, ValueError, "num_heads must be an int >= 1"),
     ({"embed_dim": 8.0, "num_heads": 2}, TypeError, "embed_dim"),
     ({"embed_dim": 8, "num_heads": 2, "backend": "flash"}, ValueError,
-     r"backend must be one of \('auto', 'math', 'sdpa'\)"),
+     r"backend must be one of \('auto', 'math', 'sdpa', 'triton'\)"),
     ({"embed_dim": 8, "num_heads": 2, "kdim": 0}, ValueError, "kdim"),
     ({"embed_dim": 8, "num_heads": 2, "mask": "causal"}, TypeError, "mask"),
 ])

@@ -186,3 +186,17 @@ def test_invalid_types_raise_type_error(factory, name):
 
 def test_dense_device():
     assert sliding_window(3).dense(4, 4, device="cpu").device == torch.device("cpu")
+
+
+def test_band_of_reads_the_fields_a_fused_kernel_takes():
+    """(causal, window) for the masks the fused kernel expresses; None for the rest (then it must not be used).
+    The band reproduces the dense mask exactly: rebuilt from (causal, window) with this module's own factories."""
+    from explorer.masks import band_of, block_sparse, dilated_window
+
+    for mask in (None, full(), causal(), sliding_window(5), sliding_window(6), sliding_window(4, causal=True)):
+        is_causal, window = band_of(mask)
+        rebuilt = sliding_window(window, causal=is_causal) if window else (causal() if is_causal else full())
+        expected = full() if mask is None else mask
+        assert torch.equal(rebuilt.dense(23, 23), expected.dense(23, 23))
+    for mask in (dilated_window(3, 2), block_sparse(4), causal() & sliding_window(3), causal() | full()):
+        assert band_of(mask) is None
