@@ -10,6 +10,7 @@ from explorer.analysis.attention import (
     sink_share,
     special_token_mask,
     stack_patterns,
+    streamed_statistics,
 )
 from explorer.analysis.cost import OPS, Cost, attention_matrix_bytes, cost
 from explorer.analysis.localisation import (
@@ -43,6 +44,7 @@ __all__ = [
     "sink_share",
     "special_token_mask",
     "downsample_pattern",
+    "streamed_statistics",
     "LocalisationScore",
     "patch_object_share",
     "attention_localisation",

@@ -49,6 +49,7 @@ __all__ = [
     "sink_share",
     "special_token_mask",
     "downsample_pattern",
+    "streamed_statistics",
 ]
 
 ROW_SUM_TOL = 1e-3  # how far a row sum may be from 1
@@ -344,6 +345,53 @@ def distance_histogram(
     per_query = torch.where(valid[..., None], per_query, torch.zeros_like(per_query))
     shares = per_query.sum(dim=-2) / valid.sum(dim=-1, keepdim=True).to(pattern.dtype)  # (..., head, bucket)
     return shares, edge_tensor.to(pattern.dtype)
+
+
+# --- statistics without the matrix -------------------------------------------------------------------------------
+
+def streamed_statistics(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: object = None,
+    key_padding_mask: torch.Tensor | None = None,
+    n_buckets: int = 16,
+    chunk: int = 1024,
+):
+    """Per-query entropy, mean distance and distance histogram of ``softmax(q k^T / sqrt(d))``, never holding n x n.
+
+    The functions above need the recorded pattern, ``O(n^2)`` memory per head; this one needs only what
+    ``hook_q`` / ``hook_k`` / ``hook_v`` record, ``O(n d)``. On CUDA (with Triton) it runs the fused kernel of
+    :mod:`explorer.kernels`, which accumulates the statistics with the same online-softmax rescaling as the output;
+    elsewhere the chunked reference, ``O(chunk * n)`` memory. Both give the quantities of :func:`row_entropy`,
+    :func:`mean_attention_distance` (per query) and :func:`distance_histogram` with edges
+    ``0, 1, 2, 4, ..., 2^(n_buckets - 2), inf`` (the last bucket is open-ended).
+
+    Args:
+        q, k, v: ``[batch, head, n, d]`` as recorded at ``hook_q`` / ``hook_k`` / ``hook_v`` of self-attention.
+        mask: None, or an :mod:`explorer.masks` ``Full``, ``Causal`` or ``SlidingWindow`` mask (what the fused
+            kernel supports); others raise a ValueError.
+        key_padding_mask: BoolTensor ``[batch, n]``, True = padding.
+        n_buckets: histogram buckets (2 .. 32).
+        chunk: query rows per step of the CPU path.
+
+    Returns:
+        :class:`explorer.kernels.AttentionStats` with ``entropy`` / ``mean_distance`` ``[batch, head, n]`` and
+        ``histogram`` ``[batch, head, n, bucket]`` (fp32). Fully masked queries get zeros.
+    """
+    from explorer import kernels
+    from explorer.masks import band_of
+
+    band = band_of(mask)
+    if band is None:
+        raise ValueError(f"mask must be None, Full, Causal or SlidingWindow for streamed statistics, got {mask!r}")
+    causal, window = band
+    options = {"causal": causal, "window": window, "key_padding_mask": key_padding_mask, "n_buckets": n_buckets}
+    with torch.no_grad():
+        if q.is_cuda and kernels.triton_available() and q.shape[-1] in kernels.TRITON_HEAD_DIMS:
+            return kernels.fused_attention(q, k, v, return_stats=True, backend="triton", **options).stats
+        return kernels.attention_stats_chunked(q, k, v, chunk=chunk, **options).stats
 
 
 # --- rollout ------------------------------------------------------------------------------------------------------

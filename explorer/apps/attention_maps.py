@@ -12,14 +12,14 @@ import plotly.graph_objects as go
 import torch
 
 from explorer.analysis import (attention_rollout, downsample_pattern, head_entropy, mean_attention_distance,
-                               sink_share, special_token_mask, stack_patterns)
+                               sink_share, special_token_mask, stack_patterns, streamed_statistics)
 from explorer.data import SENTENCES, long_text
 from explorer.guard import check
 from explorer.hooks import record
 from explorer.masks import causal, sliding_window
 from explorer.models import load_pretrained
-from explorer.viz.attention import (attention_heatmap, bar_colours, head_stats_figure, head_view_data,
-                                    head_view_figure, heatmap_axes, load_bokehjs, model_view_figure)
+from explorer.viz.attention import (attention_heatmap, bar_colours, distance_histogram_figure, head_stats_figure,
+                                    head_view_data, head_view_figure, heatmap_axes, load_bokehjs, model_view_figure)
 from explorer.viz.attention import _frame, _veil
 from explorer.viz.export import download_link, export_image
 
@@ -37,6 +37,7 @@ PRESETS = {**SENTENCES, "long text (128 tokens)": long_text(106), "long text (51
 HEATMAP_MAX = 256     # heatmap cells per side; longer inputs are aggregated into token blocks
 THUMB_MAX = 32        # model-view thumbnail cells per side
 HEAD_VIEW_WINDOW = 48  # tokens per side in the head view; longer inputs are windowed
+N_BUCKETS = 11        # distance buckets of the streamed histogram: 0, 1, 2-3, ..., 256-511, >= 512
 
 
 class AttentionMapsApp:
@@ -101,6 +102,7 @@ class AttentionMapsApp:
         self.heatmap = go.FigureWidget(attention_heatmap(*self._matrix()))
         self.model_view = go.FigureWidget(model_view_figure(self._thumbs.numpy(), self._selected()))
         self.stats = go.FigureWidget(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)))
+        self.histogram = go.FigureWidget(distance_histogram_figure(*self._histogram()))
         from jupyter_bokeh.widgets import BokehModel
 
         load_bokehjs()
@@ -110,6 +112,7 @@ class AttentionMapsApp:
         self.heatmap.add_class("attn-heatmap")
         self.model_view.add_class("attn-model-view")
         self.stats.add_class("attn-stats")
+        self.histogram.add_class("attn-histogram")
         self.head_view.add_class("attn-head-view")
         for i, trace in enumerate(self.model_view.data):
             trace.on_click(lambda _trace, points, _state, i=i: points.point_inds and self._on_thumbnail(i))
@@ -137,7 +140,14 @@ class AttentionMapsApp:
         self.widget = W.VBox([
             controls,
             W.HBox([self.head_view, self.heatmap, self.stats]),
-            self.model_view,
+            W.HBox([self.model_view]),
+            W.HBox([self.histogram, W.HTML(
+                "<small style='line-height:1.4'><b>Distance histogram without the matrix.</b> These shares come "
+                "from the queries, keys and values alone, streamed through the fused attention path "
+                "(<code>explorer.kernels</code>: the Triton kernel on a GPU, a chunked reference on CPU) that "
+                "accumulates them with the same online-softmax rescaling as the output. It never holds the n×n "
+                "matrix, so it works at lengths where the views above cannot; here it agrees with them (mean of "
+                "queries, no tokens dropped).</small>", layout=W.Layout(width="330px"))]),
             export,
             W.HTML("<small>Head view: lines are weights ≥ 0.02; its toolbar's save button exports PNG, or SVG when "
                    "the export format is SVG. Matrix and model view of long inputs are averaged over token blocks "
@@ -155,9 +165,13 @@ class AttentionMapsApp:
         check("attention_math", len(encoding.tokens), d=config.hidden_size, heads=config.num_attention_heads,
               batch=config.num_hidden_layers)
         mask = MASKS[self.mask.value]
-        with torch.no_grad(), record(model, "*.hook_pattern") as trace:
+        with torch.no_grad(), record(model, ["*.hook_pattern", "*.hook_q", "*.hook_k", "*.hook_v"]) as trace:
             model(encoding.input_ids, mask=mask)
         patterns = stack_patterns(trace)[:, 0]  # (layer, head, query, key)
+        qkv = [stack_patterns(trace, f"*.hook_{name}") for name in "qkv"]  # 3 x (layer, batch, head, token, d)
+        # streamed statistics: from q, k, v only (O(n d) per head), as the fused kernel computes them
+        self.streamed = streamed_statistics(*(t.flatten(0, 1) for t in qkv), mask=mask,
+                                            n_buckets=N_BUCKETS)  # fields (layer, head, token[, bucket])
         special = special_token_mask(encoding.tokens)  # (token,)
         self.encoding = encoding
         self.patterns = patterns
@@ -231,6 +245,15 @@ class AttentionMapsApp:
         layer = self.layer.value - 1
         return tuple(s[layer].numpy() for s in self._statistics())
 
+    def _histogram(self) -> tuple[np.ndarray, list, str]:
+        """Streamed distance histogram of the selected layer, mean over queries: (share [head, bucket], buckets,
+        title)."""
+        from explorer.kernels import distance_buckets
+
+        layer = self.layer.value - 1
+        share = self.streamed.histogram[layer].mean(1).numpy()  # (head, bucket)
+        return share, distance_buckets(N_BUCKETS), f"layer {layer + 1}: attention share by distance (streamed)"
+
     def _head_view_columns(self) -> tuple[dict, dict]:
         layer, head = self.layer.value - 1, self.head.value
         heads = range(self.patterns.shape[1]) if head < 0 else [head]
@@ -257,6 +280,10 @@ class AttentionMapsApp:
             for trace, values in zip(self.stats.data, self._layer_stats()):
                 trace.y = values
                 trace.marker.color = colours
+        share, _buckets, title = self._histogram()
+        with self.histogram.batch_update():
+            self.histogram.data[0].z = share
+            self.histogram.layout.title.text = title
         token_cols, line_cols = self._head_view_columns()
         self._head_tokens.selected.indices = []
         self._head_tokens.data = token_cols

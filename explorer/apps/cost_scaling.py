@@ -47,7 +47,7 @@ def gpu_benchmarks(folder: Path = BENCHMARKS) -> list[dict]:
         payload = _read(path)
         meta = payload.get("metadata") or {}
         for r in payload.get("records", []):
-            if (str(r.get("device", "cpu")).startswith("cuda") and r.get("mode") == "forward" and r.get("mask") == "full"
+            if (str(r.get("device", "cpu")).startswith("cuda") and r.get("mode") == "fwd" and r.get("mask") == "full"
                     and r.get("ms") and not r.get("error")):
                 records.append({"op": "attention_fused", "n": r["n"], "median_s": r["ms"] / 1e3 / (r["batch"] * r["heads"]),
                                 "device_name": meta.get("device_name") or meta.get("device") or r["device"],

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "load_bokehjs", "HEAD_COLOURS", "head_view_data", "head_view_figure", "attention_heatmap", "heatmap_axes",
-    "model_view_figure", "head_stats_figure",
+    "model_view_figure", "head_stats_figure", "distance_histogram_figure", "bucket_labels",
 ]
 
 # 12 distinguishable colours (bertviz-like), cycled for more heads
@@ -241,6 +241,29 @@ def head_stats_figure(entropy: np.ndarray, distance: np.ndarray, sink: np.ndarra
     fig.update_layout(height=520, width=420, showlegend=False, margin={"l": 40, "r": 10, "t": 40, "b": 40},
                       uirevision="stats")
     fig.update_xaxes(title="head", row=3, col=1, dtick=1)
+    return fig
+
+
+def bucket_labels(buckets: Sequence[tuple[int, int | None]]) -> list[str]:
+    """Axis labels for distance buckets ``[(lo, hi_exclusive or None)]``: "0", "1", "2–3", ..., "≥ 16384"."""
+    return [f"≥ {lo}" if hi is None else (str(lo) if hi == lo + 1 else f"{lo}–{hi - 1}") for lo, hi in buckets]
+
+
+def distance_histogram_figure(histogram: np.ndarray, buckets: Sequence[tuple[int, int | None]],
+                              title: str = "") -> go.Figure:
+    """Heatmap ``[head, bucket]``: share of each head's attention at each (log-spaced) query-key distance.
+
+    Computed from the streamed statistics (no n x n matrix), so it exists at any length the kernel can handle.
+    """
+    histogram = np.asarray(histogram, dtype=float)
+    labels = bucket_labels(buckets)[: histogram.shape[1]]
+    fig = go.Figure(go.Heatmap(z=histogram, x=labels, y=[str(h + 1) for h in range(histogram.shape[0])],
+                               colorscale="Blues", zmin=0, zmax=1, colorbar={"title": "share", "len": 0.8},
+                               hovertemplate="head %{y}, distance %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title={"text": title, "font": {"size": 13}}, height=330, width=560,
+                      margin={"l": 50, "r": 10, "t": 40, "b": 50}, uirevision="histogram")
+    fig.update_xaxes(title="query–key distance (tokens)", type="category")
+    fig.update_yaxes(title="head", autorange="reversed", type="category")
     return fig
 
 

@@ -513,3 +513,22 @@ def test_half_precision_is_computed_in_float32() -> None:
     got = head_entropy(pattern.half())
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, head_entropy(pattern), atol=5e-3, rtol=0)  # fp16 rounding of the inputs
+
+
+def test_streamed_statistics_match_the_pattern_functions_and_refuse_other_masks():
+    """q, k, v only, in chunks that do not divide n, against the functions of the recorded pattern (fp32: 1e-5)."""
+    from explorer.analysis import distance_histogram, mean_attention_distance, row_entropy, streamed_statistics
+    from explorer.masks import dilated_window, sliding_window
+
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = torch.randn(3, 2, 3, 70, 16, generator=gen).unbind(0)
+    mask = sliding_window(9, causal=True)
+    stats = streamed_statistics(q, k, v, mask=mask, n_buckets=6, chunk=32)
+    scores = (q @ k.transpose(-2, -1) / 4.0).masked_fill(~mask.dense(70, 70), float("-inf"))
+    pattern = scores.softmax(-1)  # (batch, head, query, key)
+    shares, _ = distance_histogram(pattern, edges=[0, 1, 2, 4, 8, 16, 1e9])
+    torch.testing.assert_close(stats.histogram.mean(-2), shares, atol=1e-5, rtol=0)
+    torch.testing.assert_close(stats.mean_distance.mean(-1), mean_attention_distance(pattern), atol=1e-5, rtol=0)
+    torch.testing.assert_close(stats.entropy, row_entropy(pattern), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="mask"):
+        streamed_statistics(q, k, v, mask=dilated_window(3, 2))

@@ -141,3 +141,23 @@ def test_memory_guard_refuses_with_visible_message(app, monkeypatch):
     app.run_button.click()
     assert "attn-error" in app.message.value and "would need" in app.message.value
     assert app.patterns is before  # nothing ran
+
+
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_streamed_histogram_equals_the_materialised_one(mask_name):
+    """The panel computed from q, k, v alone (explorer.kernels, no n x n) against distance_histogram of the
+    independently recorded patterns, bucket edges 0, 1, 2, 4, ..., 512, open end. fp32 softmax of the same logits
+    computed in two orders: 1e-5."""
+    from explorer.analysis import distance_histogram, mean_attention_distance, row_entropy
+    from explorer.apps.attention_maps import N_BUCKETS
+
+    app = AttentionMapsApp(SENTENCES["coreference"])
+    app.mask.value = mask_name
+    app.layer.value = 4
+    reference = reference_patterns(SENTENCES["coreference"], MASKS[mask_name])  # (layer, head, query, key)
+    edges = [0, 1] + [2 ** b for b in range(1, N_BUCKETS - 1)] + [1e9]
+    shares, _ = distance_histogram(reference, edges=edges)  # (layer, head, bucket)
+    np.testing.assert_allclose(np.asarray(app.histogram.data[0].z), shares[3].numpy(), atol=1e-5)
+    assert app.histogram.layout.title.text.startswith("layer 4")
+    np.testing.assert_allclose(app.streamed.mean_distance.mean(-1), mean_attention_distance(reference), atol=1e-5)
+    np.testing.assert_allclose(app.streamed.entropy, row_entropy(reference), atol=1e-5)

@@ -69,7 +69,7 @@ def test_gpu_benchmarks_read_both_files_and_skip_cpu_and_errors(tmp_path):
         "metadata": {"device": "NVIDIA H100"}, "records": [{"op": "attention_math", "n": 1024, "median_s": 2e-4}]}))
     (tmp_path / "scaling_cpu.json").write_text(json.dumps({
         "metadata": {"device": "cpu"}, "records": [{"op": "conv1d", "n": 1024, "median_s": 1e-3}]}))
-    base = {"mask": "full", "mode": "forward", "device": "cuda:0", "batch": 4, "heads": 16, "d": 64, "dtype": "bfloat16",
+    base = {"mask": "full", "mode": "fwd", "device": "cuda:0", "batch": 4, "heads": 16, "d": 64, "dtype": "bfloat16",
             "error": None}
     (tmp_path / "attention_h100.json").write_text(json.dumps({"metadata": {"device": "NVIDIA H100"}, "records": [
         {**base, "backend": "ours", "n": 4096, "ms": 1.28},
