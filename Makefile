@@ -25,7 +25,7 @@ help:
 	@echo "make test        unit tests + notebooks (nbval) + browser tests"
 	@echo "make lab         open the notebooks in JupyterLab"
 	@echo "make screenshot  regenerate assets/dashboard.png"
-	@echo "make bench       run the benchmark scripts (hook overhead)"
+	@echo "make bench       run the benchmark scripts (hook overhead; fused attention, on a GPU when present)"
 
 # --- environment ---------------------------------------------------------------------------------------
 $(PY):
@@ -79,6 +79,7 @@ screenshot: setup browser
 
 bench: setup
 	$(PY) -m explorer.bench.hook_overhead
+	$(PY) -m explorer.bench.attention
 
 lock: setup
 	{ echo "# Exact versions of the environment that 'make dashboard' / 'make test' build (pip constraints)."; \
