@@ -27,20 +27,6 @@ def padding_mask(batch, n_key):
     return positions >= n_key - torch.arange(batch)[:, None]
 
 
-@pytest.fixture
-def sdpa_calls(monkeypatch):
-    """Records the keyword arguments of every F.scaled_dot_product_attention call."""
-    calls = []
-    real = F.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    return calls
-
-
 # --- parity with torch.nn.MultiheadAttention ---------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from explorer import HookPoint, record
 from explorer.layers import MultiheadAttention, alibi_bias
+from tests.layers.conftest import spy_on
 from explorer.masks import block_sparse, causal, dilated_window, full, sliding_window
 
 import explorer.kernels as kernels
@@ -150,28 +151,7 @@ def test_layer_default_mask_is_used(kernel_mode):
 @pytest.fixture
 def fused_calls(monkeypatch):
     """Records every explorer.kernels.fused_attention call the layer makes (the layer imports it lazily)."""
-    calls = []
-    real = kernels.fused_attention
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(kernels, "fused_attention", spy)
-    return calls
-
-
-@pytest.fixture
-def sdpa_calls(monkeypatch):
-    calls = []
-    real = F.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    return calls
+    return spy_on(monkeypatch, kernels, "fused_attention")
 
 
 def test_triton_backend_passes_mask_fields_and_scale(fused_calls):
