@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import logging
 import time
 
 import ipywidgets as W
@@ -11,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from explorer.apps._callbacks import guarded
 from explorer.analysis import (attention_rollout, downsample_pattern, head_entropy, mean_attention_distance,
                                sink_share, special_token_mask, stack_patterns, streamed_statistics)
 from explorer.data import SENTENCES, long_text
@@ -19,13 +18,12 @@ from explorer.hooks import record
 from explorer.masks import causal, sliding_window
 from explorer.models import load_pretrained
 from explorer.viz.attention import (attention_heatmap, bar_colours, distance_histogram_figure, head_stats_figure,
-                                    head_view_data, head_view_figure, heatmap_axes, load_bokehjs, model_view_figure)
-from explorer.viz.attention import _frame, _veil
+                                    head_view_data, head_view_figure, heatmap_axes, load_bokehjs, mask_veil,
+                                    model_view_figure, thumbnail_frame)
 from explorer.viz.export import download_link, export_image
 
 __all__ = ["AttentionMapsApp"]
 
-log = logging.getLogger(__name__)
 
 MASKS = {
     "full (as trained)": None,
@@ -265,7 +263,7 @@ class AttentionMapsApp:
         axes = heatmap_axes(tokens, factor)
         with self.heatmap.batch_update():
             self.heatmap.data[0].z = matrix
-            self.heatmap.data[1].z = _veil(blocked, matrix.shape)
+            self.heatmap.data[1].z = mask_veil(blocked, matrix.shape)
             self.heatmap.layout.title.text = title
             self.heatmap.layout.xaxis.update(**axes)
             self.heatmap.layout.yaxis.update(**axes)
@@ -274,7 +272,7 @@ class AttentionMapsApp:
             thumbs = self._thumbs.numpy()
             for i, trace in enumerate(self.model_view.data):
                 trace.z = thumbs[i // thumbs.shape[1], i % thumbs.shape[1]]
-            self.model_view.layout.shapes[0].update(**_frame(selected, thumbs.shape[1]))
+            self.model_view.layout.shapes[0].update(**thumbnail_frame(selected, thumbs.shape[1]))
         colours = bar_colours(self.patterns.shape[1], self.head.value)
         with self.stats.batch_update():
             for trace, values in zip(self.stats.data, self._layer_stats()):
@@ -307,15 +305,8 @@ class AttentionMapsApp:
 
     # --- callbacks: public endpoints, never raise into the kernel ------------------------------------
     def _guarded(self, action) -> None:
-        try:
-            action()
-            self.message.value = ""
-        except (ValueError, TypeError, RuntimeError) as error:  # our own messages, safe to show
-            self.message.value = f"<div class='attn-error' style='color:#b00020'>⚠ {html.escape(str(error))}</div>"
-        except Exception as error:  # a visitor's click must never surface a traceback
-            log.exception("attention-maps update failed")
-            self.message.value = (f"<div class='attn-error' style='color:#b00020'>⚠ could not update: "
-                                  f"{html.escape(type(error).__name__)}</div>")
+        # RuntimeError too: the layers' and kernels' own messages (e.g. a fused backend asked for patterns)
+        guarded(action, self.message, "attn-error", shown=(ValueError, TypeError, RuntimeError))
 
     def _on_run(self) -> None:
         self._compute(self.text.value)

@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.apps._callbacks import guarded
 from explorer.analysis.cost import OPS, cost
 from explorer.bench.scaling import fit_exponent, measure
 from explorer.guard import RequestRefused, check, human_bytes, memory_budget
@@ -231,15 +232,7 @@ class CostScalingApp:
             self.calc_result.value = f"<span class='cost-refused' style='color:#b00020'>✗ {html.escape(str(error))}</span>"
 
     def _guarded(self, action, target: W.HTML | None = None) -> None:
-        target = target or self.status
-        try:
-            action()
-        except (ValueError, TypeError) as error:
-            target.value = f"<div class='cost-error' style='color:#b00020'>⚠ {html.escape(str(error))}</div>"
-        except Exception as error:  # a visitor's click must never surface a traceback
-            log.exception("cost-scaling action failed")
-            target.value = (f"<div class='cost-error' style='color:#b00020'>⚠ could not run: "
-                            f"{html.escape(type(error).__name__)}</div>")
+        guarded(action, target or self.status, "cost-error", what="run", clear=False)  # the action sets the status
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

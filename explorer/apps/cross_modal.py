@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import html
-import logging
 
 import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from explorer.apps._callbacks import guarded
 from explorer.analysis import (attention_localisation, integrated_gradients, pixel_localisation, stack_patterns,
                                upsample_patches)
 from explorer.data.shapes import ANSWERS, COLOURS, QUERY_KINDS, SHAPES, VOCAB, generate_scene, tokenize
@@ -19,7 +19,6 @@ from explorer.viz.cross_modal import box_coords, cross_modal_figure, normalise
 
 __all__ = ["CrossModalApp", "query_text"]
 
-log = logging.getLogger(__name__)
 MAX_SEED = 1_000_000
 
 
@@ -212,15 +211,7 @@ class CrossModalApp:
 
     # --- callbacks: public endpoints, never raise into the kernel ------------------------------------
     def _guarded(self, action) -> None:
-        try:
-            action()
-            self.message.value = ""
-        except (ValueError, TypeError) as error:
-            self.message.value = f"<div class='xm-error' style='color:#b00020'>⚠ {html.escape(str(error))}</div>"
-        except Exception as error:  # a visitor's click must never surface a traceback
-            log.exception("cross-modal update failed")
-            self.message.value = (f"<div class='xm-error' style='color:#b00020'>⚠ could not update: "
-                                  f"{html.escape(type(error).__name__)}</div>")
+        guarded(action, self.message, "xm-error")
 
     def _on_new_scene(self) -> None:
         self.seed.value = (self.seed.value + 1) % (MAX_SEED + 1)  # observed: triggers _on_scene

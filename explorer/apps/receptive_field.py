@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import logging
 from dataclasses import asdict
 
 import ipywidgets as W
@@ -11,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from explorer.apps._callbacks import guarded
 from explorer.analysis import effective_receptive_field, receptive_field
 from explorer.data import PHOTOS, load_photo
 from explorer.models import ConvStackConfig, build_conv_stack
@@ -18,7 +17,6 @@ from explorer.viz.receptive_field import box_shape, receptive_field_figure, rf_t
 
 __all__ = ["ReceptiveFieldApp"]
 
-log = logging.getLogger(__name__)
 
 DILATIONS = [("1", 1), ("2", 2), ("3", 3), ("4", 4), ("doubling 1, 2, 4, ...", "doubling")]
 
@@ -198,16 +196,11 @@ class ReceptiveFieldApp:
 
     # --- callbacks: public endpoints, never raise into the kernel ------------------------------------
     def _guarded(self, action, image: bool = False) -> None:
-        try:
+        def action_then_refresh() -> None:
             action()
-            self.message.value = ""
             self._refresh_figure(image=image)
-        except (ValueError, TypeError) as error:
-            self.message.value = f"<div class='rf-error' style='color:#b00020'>⚠ {html.escape(str(error))}</div>"
-        except Exception as error:  # a visitor's click must never surface a traceback
-            log.exception("receptive-field update failed")
-            self.message.value = (f"<div class='rf-error' style='color:#b00020'>⚠ could not update: "
-                                  f"{html.escape(type(error).__name__)}</div>")
+
+        guarded(action_then_refresh, self.message, "rf-error")
 
     def _on_arch(self, _change) -> None:
         self._guarded(lambda: self._rebuild(self.config, centre=False))

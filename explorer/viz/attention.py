@@ -16,7 +16,8 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "load_bokehjs", "HEAD_COLOURS", "head_view_data", "head_view_figure", "attention_heatmap", "heatmap_axes",
-    "model_view_figure", "head_stats_figure", "distance_histogram_figure", "bucket_labels",
+    "model_view_figure", "head_stats_figure", "distance_histogram_figure", "bucket_labels", "mask_veil",
+    "thumbnail_frame",
 ]
 
 # 12 distinguishable colours (bertviz-like), cycled for more heads
@@ -167,7 +168,7 @@ def attention_heatmap(pattern: np.ndarray, tokens: Sequence[str], blocked: np.nd
     pattern = np.asarray(pattern, dtype=np.float32)
     if pattern.ndim != 2:
         raise ValueError(f"pattern must be 2-D (query, key), got shape {pattern.shape}")
-    veil = _veil(blocked, pattern.shape)
+    veil = mask_veil(blocked, pattern.shape)
     fig = go.Figure([
         go.Heatmap(z=pattern, colorscale="Blues", zmin=0, colorbar={"title": "weight", "thickness": 12},
                    hovertemplate="query %{y} → key %{x}<br>weight %{z:.3f}<extra></extra>", name="attention"),
@@ -182,7 +183,8 @@ def attention_heatmap(pattern: np.ndarray, tokens: Sequence[str], blocked: np.nd
     return fig
 
 
-def _veil(blocked: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+def mask_veil(blocked: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """The grey overlay of masked cells: 1 where ``blocked``, NaN (transparent) elsewhere; all NaN for no mask."""
     if blocked is None:
         return np.full(shape, np.nan, dtype=np.float32)
     blocked = np.asarray(blocked, dtype=bool)
@@ -212,14 +214,15 @@ def model_view_figure(thumbs: np.ndarray, selected: tuple[int, int] = (0, 0)) ->
                           row=l + 1, col=h + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
-    fig.add_shape(type="rect", line={"color": "#e4572e", "width": 3}, **_frame(selected, heads))
+    fig.add_shape(type="rect", line={"color": "#e4572e", "width": 3}, **thumbnail_frame(selected, heads))
     fig.update_layout(height=60 + 62 * layers, width=60 + 62 * heads, margin={"l": 10, "r": 30, "t": 40, "b": 10},
                       title={"text": "model view: every layer × head (click one to open it)", "font": {"size": 13}},
                       uirevision="model-view")
     return fig
 
 
-def _frame(selected: tuple[int, int], heads: int) -> dict:
+def thumbnail_frame(selected: tuple[int, int], heads: int) -> dict:
+    """Coordinates of the rectangle around the (layer, head) thumbnail ``selected`` in the model view."""
     index = selected[0] * heads + selected[1] + 1
     suffix = "" if index == 1 else str(index)
     return {"xref": f"x{suffix} domain", "yref": f"y{suffix} domain", "x0": -0.04, "x1": 1.04, "y0": -0.04,

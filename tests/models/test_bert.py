@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from explorer import record
 from explorer.masks import sliding_window
-from explorer.models import (BertConfig, BertEncoder, Encoding, Pretrained, Tokenizer, default_checkpoint_dir,
+from explorer.models import (BertConfig, Pretrained, Tokenizer, default_checkpoint_dir,
                              load_pretrained)
 from explorer.models import checkpoint as checkpoint_module
 
