@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 
 import ipywidgets as W
@@ -13,13 +14,13 @@ from explorer.apps._callbacks import guarded
 from explorer.analysis import (attention_rollout, downsample_pattern, head_entropy, mean_attention_distance,
                                sink_share, special_token_mask, stack_patterns, streamed_statistics)
 from explorer.data import SENTENCES, long_text
-from explorer.guard import check
+from explorer.guard import RequestRefused, check
 from explorer.hooks import record
 from explorer.masks import causal, sliding_window
 from explorer.models import load_pretrained
-from explorer.viz.attention import (attention_heatmap, bar_colours, distance_histogram_figure, head_stats_figure,
+from explorer.viz.attention import (attention_heatmap, bar_colours, head_stats_figure,
                                     head_view_data, head_view_figure, heatmap_axes, load_bokehjs, mask_veil,
-                                    model_view_figure, thumbnail_frame)
+                                    model_view_figure, streamed_stats_figure, thumbnail_frame)
 from explorer.viz.export import download_link, export_image
 
 __all__ = ["AttentionMapsApp"]
@@ -36,6 +37,7 @@ HEATMAP_MAX = 256     # heatmap cells per side; longer inputs are aggregated int
 THUMB_MAX = 32        # model-view thumbnail cells per side
 HEAD_VIEW_WINDOW = 48  # tokens per side in the head view; longer inputs are windowed
 N_BUCKETS = 11        # distance buckets of the streamed histogram: 0, 1, 2-3, ..., 256-511, >= 512
+STREAM_CHUNK = 32     # query rows per step of the CPU streamed statistics in statistics-only mode
 
 
 class AttentionMapsApp:
@@ -80,7 +82,8 @@ class AttentionMapsApp:
         self.export_format = W.ToggleButtons(options=[("PNG", "png"), ("SVG", "svg")], value="png",
                                              style={"button_width": "60px"})
         self.export_what = W.Dropdown(options=[("matrix", "heatmap"), ("model view", "model"),
-                                               ("head statistics", "stats")], value="heatmap",
+                                               ("head statistics", "stats"), ("streamed statistics", "streamed")],
+                                      value="heatmap",
                                       layout=W.Layout(width="160px"))
         self.export_button = W.Button(description="Export", icon="download")
         self.export_output = W.HTML()
@@ -100,7 +103,7 @@ class AttentionMapsApp:
         self.heatmap = go.FigureWidget(attention_heatmap(*self._matrix()))
         self.model_view = go.FigureWidget(model_view_figure(self._thumbs.numpy(), self._selected()))
         self.stats = go.FigureWidget(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)))
-        self.histogram = go.FigureWidget(distance_histogram_figure(*self._histogram()))
+        self.histogram = go.FigureWidget(streamed_stats_figure(*self._streamed_panel()))
         from jupyter_bokeh.widgets import BokehModel
 
         load_bokehjs()
@@ -111,6 +114,8 @@ class AttentionMapsApp:
         self.model_view.add_class("attn-model-view")
         self.stats.add_class("attn-stats")
         self.histogram.add_class("attn-histogram")
+        self._maps = W.VBox([W.HBox([self.head_view, self.heatmap, self.stats]), W.HBox([self.model_view])])
+        self._maps.add_class("attn-maps")
         self.head_view.add_class("attn-head-view")
         for i, trace in enumerate(self.model_view.data):
             trace.on_click(lambda _trace, points, _state, i=i: points.point_inds and self._on_thumbnail(i))
@@ -137,15 +142,14 @@ class AttentionMapsApp:
                          self.export_output])
         self.widget = W.VBox([
             controls,
-            W.HBox([self.head_view, self.heatmap, self.stats]),
-            W.HBox([self.model_view]),
-            W.HBox([self.histogram, W.HTML(
-                "<small style='line-height:1.4'><b>Distance histogram without the matrix.</b> These shares come "
-                "from the queries, keys and values alone, streamed through the fused attention path "
-                "(<code>explorer.kernels</code>: the Triton kernel on a GPU, a chunked reference on CPU) that "
-                "accumulates them with the same online-softmax rescaling as the output. It never holds the n×n "
-                "matrix, so it works at lengths where the views above cannot; here it agrees with them (mean of "
-                "queries, no tokens dropped).</small>", layout=W.Layout(width="330px"))]),
+            self._maps,
+            self.histogram,
+            W.HTML("<small><b>Statistics without the matrix.</b> The last row comes from the queries, keys and "
+                   "values alone, streamed through the fused attention path (<code>explorer.kernels</code>: the "
+                   "Triton kernel on a GPU, a chunked reference on CPU), which accumulates them with the same "
+                   "online-softmax rescaling as the output and never holds the n×n matrix. Where the maps fit it "
+                   "agrees with them (every token kept); where the memory guard refuses the maps, it is what the "
+                   "tab shows.</small>"),
             export,
             W.HTML("<small>Head view: lines are weights ≥ 0.02; its toolbar's save button exports PNG, or SVG when "
                    "the export format is SVG. Matrix and model view of long inputs are averaged over token blocks "
@@ -159,10 +163,16 @@ class AttentionMapsApp:
         tokenizer, model = self.pretrained.tokenizer, self.pretrained.model
         encoding = tokenizer.encode(text, max_length=self.max_tokens)
         config = self.pretrained.config
-        # recording materialises every layer's pattern: ask the memory guard first (raises RequestRefused)
-        check("attention_math", len(encoding.tokens), d=config.hidden_size, heads=config.num_attention_heads,
-              batch=config.num_hidden_layers)
         mask = MASKS[self.mask.value]
+        # recording materialises every layer's pattern: ask the memory guard first
+        try:
+            check("attention_math", len(encoding.tokens), d=config.hidden_size, heads=config.num_attention_heads,
+                  batch=config.num_hidden_layers)
+        except RequestRefused as refusal:
+            if not hasattr(self, "heatmap"):  # still being built: no views to fall back to
+                raise
+            self._compute_streamed_only(encoding, mask, refusal, start)
+            return
         with torch.no_grad(), record(model, ["*.hook_pattern", "*.hook_q", "*.hook_k", "*.hook_v"]) as trace:
             model(encoding.input_ids, mask=mask)
         patterns = stack_patterns(trace)[:, 0]  # (layer, head, query, key)
@@ -189,6 +199,33 @@ class AttentionMapsApp:
                                  f"positions, so it was truncated to the first {n} (ending with [SEP]).</div>")
         else:
             self.notice.value = ""
+
+    def _compute_streamed_only(self, encoding, mask, refusal: RequestRefused, start: float) -> None:
+        """Statistics-only mode: the model runs on its fused path (nothing n x n is recorded) and the statistics
+        are streamed from hook_q / hook_k / hook_v, one layer and ``STREAM_CHUNK`` query rows at a time."""
+        config, model = self.pretrained.config, self.pretrained.model
+        # the fused path still needs O(n) activations: ask the guard for those (raises with its own message)
+        check("attention_fused", len(encoding.tokens), d=config.hidden_size, heads=config.num_attention_heads)
+        with torch.no_grad(), record(model, ["*.hook_q", "*.hook_k", "*.hook_v"]) as trace:
+            model(encoding.input_ids, mask=mask)
+        qkv = [stack_patterns(trace, f"*.hook_{name}") for name in "qkv"]  # 3 x (layer, batch, head, token, d)
+        per_layer = [streamed_statistics(q, k, v, mask=mask, n_buckets=N_BUCKETS, chunk=STREAM_CHUNK)
+                     for q, k, v in zip(*qkv)]  # each field (batch=1, head, token[, bucket])
+        self.streamed = type(per_layer[0])(*(torch.cat([getattr(s, f) for s in per_layer])
+                                            for f in per_layer[0]._fields))  # (layer, head, token[, bucket])
+        self.encoding = encoding
+        self.patterns = None
+        self.run_seconds = time.perf_counter() - start
+        truncated = (f" (the text was truncated to the model's {self.max_tokens} positions)"
+                     if encoding.truncated else "")
+        self.notice.value = (f"<div class='attn-stats-only' style='color:#9a6700'>⚠ {html.escape(str(refusal))}. "
+                             f"Showing what needs no n×n matrix: the streamed statistics at the bottom{truncated}."
+                             "</div>")
+
+    @property
+    def stats_only(self) -> bool:
+        """True when the current input's maps were refused by the memory guard (statistics-only mode)."""
+        return self.patterns is None
 
     def _statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(entropy, mean distance, sink share), each [layer, head], cached per 'drop special' choice."""
@@ -243,14 +280,17 @@ class AttentionMapsApp:
         layer = self.layer.value - 1
         return tuple(s[layer].numpy() for s in self._statistics())
 
-    def _histogram(self) -> tuple[np.ndarray, list, str]:
-        """Streamed distance histogram of the selected layer, mean over queries: (share [head, bucket], buckets,
-        title)."""
+    def _streamed_panel(self) -> tuple:
+        """Arguments of :func:`streamed_stats_figure` for the selected layer: per-head means over queries."""
         from explorer.kernels import distance_buckets
 
         layer = self.layer.value - 1
+        entropy = self.streamed.entropy[layer].mean(1).numpy()  # (head,)
+        distance = self.streamed.mean_distance[layer].mean(1).numpy()  # (head,)
         share = self.streamed.histogram[layer].mean(1).numpy()  # (head, bucket)
-        return share, distance_buckets(N_BUCKETS), f"layer {layer + 1}: attention share by distance (streamed)"
+        title = (f"layer {layer + 1}, {len(self.encoding.tokens)} tokens: statistics streamed from q, k, v "
+                 "(no n×n matrix)")
+        return entropy, distance, share, distance_buckets(N_BUCKETS), title, self.head.value
 
     def _head_view_columns(self) -> tuple[dict, dict]:
         layer, head = self.layer.value - 1, self.head.value
@@ -259,6 +299,17 @@ class AttentionMapsApp:
                               size=HEAD_VIEW_WINDOW)
 
     def _refresh(self) -> None:
+        entropy, distance, share, _buckets, title, selected = self._streamed_panel()
+        with self.histogram.batch_update():
+            for trace, values in zip(self.histogram.data, (entropy, distance)):
+                trace.x = values
+                trace.marker.color = bar_colours(len(values), selected)
+            self.histogram.data[2].z = share
+            self.histogram.layout.title.text = title
+        self._maps.layout.display = "none" if self.stats_only else None
+        if self.stats_only:
+            self._update_status()
+            return
         matrix, tokens, blocked, title, factor = self._matrix()
         axes = heatmap_axes(tokens, factor)
         with self.heatmap.batch_update():
@@ -278,10 +329,6 @@ class AttentionMapsApp:
             for trace, values in zip(self.stats.data, self._layer_stats()):
                 trace.y = values
                 trace.marker.color = colours
-        share, _buckets, title = self._histogram()
-        with self.histogram.batch_update():
-            self.histogram.data[0].z = share
-            self.histogram.layout.title.text = title
         token_cols, line_cols = self._head_view_columns()
         self._head_tokens.selected.indices = []
         self._head_tokens.data = token_cols
@@ -294,12 +341,14 @@ class AttentionMapsApp:
     def _update_status(self) -> None:
         n = len(self.encoding.tokens)
         layer = self.layer.value - 1
-        distance = self.distance[layer]
+        distance = self.streamed.mean_distance[layer].mean(1) if self.stats_only else self.distance[layer]
         local, far = int(distance.argmin()), int(distance.argmax())
         self.status.value = (
             f"<div class='attn-status-line' data-n-tokens='{n}' data-layer='{layer + 1}' "
+            f"data-stats-only='{str(self.stats_only).lower()}' "
             f"data-head='{self.head.value + 1 if self.head.value >= 0 else 'all'}'>"
-            f"{n} tokens · model ran in {self.run_seconds * 1000:.0f} ms · layer {layer + 1}: most local head "
+            f"{n} tokens · model ran in {self.run_seconds * 1000:.0f} ms"
+            f"{' (statistics only)' if self.stats_only else ''} · layer {layer + 1}: most local head "
             f"{local + 1} (mean distance {distance[local]:.2f} tokens), most global head {far + 1} "
             f"({distance[far]:.2f} tokens)</div>")
 
@@ -318,6 +367,8 @@ class AttentionMapsApp:
             self._guarded(self._on_run)
 
     def _on_thumbnail(self, index: int) -> None:
+        if self.stats_only:
+            return
         heads = self.patterns.shape[1]
         layer, head = divmod(index, heads)
         with self.head.hold_trait_notifications(), self.layer.hold_trait_notifications():
@@ -330,7 +381,10 @@ class AttentionMapsApp:
         self._head_plot.output_backend = "svg" if change["new"] == "svg" else "canvas"
 
     def _on_export(self) -> None:
-        figure = {"heatmap": self.heatmap, "model": self.model_view, "stats": self.stats}[self.export_what.value]
+        if self.stats_only and self.export_what.value != "streamed":
+            raise ValueError("this input has no attention maps (statistics-only mode): export 'streamed statistics'")
+        figure = {"heatmap": self.heatmap, "model": self.model_view, "stats": self.stats,
+                  "streamed": self.histogram}[self.export_what.value]
         fmt = self.export_format.value
         self.export_output.value = "exporting …"
         data = export_image(figure, fmt)

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "load_bokehjs", "HEAD_COLOURS", "head_view_data", "head_view_figure", "attention_heatmap", "heatmap_axes",
-    "model_view_figure", "head_stats_figure", "distance_histogram_figure", "bucket_labels", "mask_veil",
+    "model_view_figure", "head_stats_figure", "streamed_stats_figure", "bucket_labels", "mask_veil",
     "thumbnail_frame",
 ]
 
@@ -252,21 +252,36 @@ def bucket_labels(buckets: Sequence[tuple[int, int | None]]) -> list[str]:
     return [f"≥ {lo}" if hi is None else (str(lo) if hi == lo + 1 else f"{lo}–{hi - 1}") for lo, hi in buckets]
 
 
-def distance_histogram_figure(histogram: np.ndarray, buckets: Sequence[tuple[int, int | None]],
-                              title: str = "") -> go.Figure:
-    """Heatmap ``[head, bucket]``: share of each head's attention at each (log-spaced) query-key distance.
+def streamed_stats_figure(entropy: np.ndarray, distance: np.ndarray, histogram: np.ndarray,
+                          buckets: Sequence[tuple[int, int | None]], title: str = "", selected: int = -1) -> go.Figure:
+    """Per-head statistics computed without the n x n matrix (streamed): entropy, mean distance, distance histogram.
 
-    Computed from the streamed statistics (no n x n matrix), so it exists at any length the kernel can handle.
+    Args:
+        entropy, distance: ``[head]``, means over queries (nats, tokens).
+        histogram: ``[head, bucket]`` share of each head's attention per (log-spaced) distance bucket.
+        buckets: ``[(lo, hi_exclusive or None)]`` from :func:`explorer.kernels.distance_buckets`.
+        title: figure title.
+        selected: head to highlight in the bars (-1: none).
+
+    Trace order: entropy bars, distance bars, histogram heatmap.
     """
     histogram = np.asarray(histogram, dtype=float)
-    labels = bucket_labels(buckets)[: histogram.shape[1]]
-    fig = go.Figure(go.Heatmap(z=histogram, x=labels, y=[str(h + 1) for h in range(histogram.shape[0])],
-                               colorscale="Blues", zmin=0, zmax=1, colorbar={"title": "share", "len": 0.8},
-                               hovertemplate="head %{y}, distance %{x}: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title={"text": title, "font": {"size": 13}}, height=330, width=560,
-                      margin={"l": 50, "r": 10, "t": 40, "b": 50}, uirevision="histogram")
-    fig.update_xaxes(title="query–key distance (tokens)", type="category")
-    fig.update_yaxes(title="head", autorange="reversed", type="category")
+    heads = np.arange(1, histogram.shape[0] + 1)
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.22, 0.22, 0.56], horizontal_spacing=0.07,
+                        subplot_titles=("entropy (nats)", "mean distance (tokens)", "share of attention by distance"))
+    colours = bar_colours(len(heads), selected)
+    for col, values in enumerate((entropy, distance), start=1):
+        fig.add_trace(go.Bar(y=heads, x=np.asarray(values, dtype=float), orientation="h", marker_color=colours,
+                             hovertemplate="head %{y}: %{x:.3f}<extra></extra>"), row=1, col=col)
+    fig.add_trace(go.Heatmap(z=histogram, x=bucket_labels(buckets)[: histogram.shape[1]], y=heads,
+                             colorscale="Blues", zmin=0, zmax=1, colorbar={"title": "share", "len": 0.9},
+                             hovertemplate="head %{y}, distance %{x}: %{z:.3f}<extra></extra>"), row=1, col=3)
+    fig.update_yaxes(autorange="reversed", dtick=1, title="head", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", dtick=1, row=1, col=2)
+    fig.update_yaxes(autorange="reversed", dtick=1, row=1, col=3)
+    fig.update_xaxes(type="category", title="query–key distance (tokens)", row=1, col=3)
+    fig.update_layout(title={"text": title, "font": {"size": 13}}, height=360, width=980, showlegend=False,
+                      margin={"l": 50, "r": 10, "t": 60, "b": 50}, uirevision="streamed")
     return fig
 
 

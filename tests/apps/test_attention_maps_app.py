@@ -132,15 +132,36 @@ def test_bad_arguments():
         AttentionMapsApp(checkpoint="/nonexistent-folder")
 
 
-def test_memory_guard_refuses_with_visible_message(app, monkeypatch):
+def test_memory_guard_refusal_switches_to_streamed_statistics(monkeypatch):
+    """Maps over budget: a visible refusal, the maps hidden, and the statistics streamed without any n x n tensor --
+    equal to distance_histogram / mean_attention_distance / row_entropy of patterns recorded outside the app (fp32:
+    1e-5 for shares and entropies, 1e-4 for distances of up to ~250 tokens); a later input that fits brings the
+    maps back."""
+    from explorer.analysis import distance_histogram, mean_attention_distance, row_entropy
+    from explorer.apps.attention_maps import N_BUCKETS
     from explorer.guard import ENV_BUDGET
 
-    before = app.patterns
+    app = AttentionMapsApp()
     monkeypatch.setenv(ENV_BUDGET, str(10_000_000))  # 10 MB: 6 layers x 12 heads x 512^2 patterns do not fit
     app.text.value = long_text(600)
+    app.layer.value = 2
     app.run_button.click()
-    assert "attn-error" in app.message.value and "would need" in app.message.value
-    assert app.patterns is before  # nothing ran
+    assert app.message.value == "" and app.stats_only and app.patterns is None
+    assert "attn-stats-only" in app.notice.value and "would need" in app.notice.value and "truncated" in app.notice.value
+    assert app._maps.layout.display == "none" and "data-stats-only='true'" in app.status.value
+    reference = reference_patterns(long_text(600))  # (layer, head, 512, 512), recorded without a budget
+    edges = [0, 1] + [2 ** b for b in range(1, N_BUCKETS - 1)] + [1e9]
+    shares, _ = distance_histogram(reference[1], edges=edges)  # (head, bucket)
+    np.testing.assert_allclose(np.asarray(app.histogram.data[2].z), shares.numpy(), atol=1e-5)
+    np.testing.assert_allclose(app.histogram.data[1].x, mean_attention_distance(reference[1]).numpy(), atol=1e-4)
+    np.testing.assert_allclose(app.histogram.data[0].x, row_entropy(reference[1]).mean(-1).numpy(), atol=1e-5)
+    assert "512 tokens" in app.histogram.layout.title.text
+    app.export_what.value = "heatmap"
+    app.export_button.click()
+    assert "statistics-only" in app.message.value  # nothing to export but the streamed panel
+    app.text.value = SENTENCES["coreference"]
+    app.run_button.click()
+    assert not app.stats_only and app._maps.layout.display is None and app.notice.value == ""
 
 
 @pytest.mark.parametrize("mask_name", list(MASKS))
@@ -157,7 +178,7 @@ def test_streamed_histogram_equals_the_materialised_one(mask_name):
     reference = reference_patterns(SENTENCES["coreference"], MASKS[mask_name])  # (layer, head, query, key)
     edges = [0, 1] + [2 ** b for b in range(1, N_BUCKETS - 1)] + [1e9]
     shares, _ = distance_histogram(reference, edges=edges)  # (layer, head, bucket)
-    np.testing.assert_allclose(np.asarray(app.histogram.data[0].z), shares[3].numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(app.histogram.data[2].z), shares[3].numpy(), atol=1e-5)
     assert app.histogram.layout.title.text.startswith("layer 4")
     np.testing.assert_allclose(app.streamed.mean_distance.mean(-1), mean_attention_distance(reference), atol=1e-5)
     np.testing.assert_allclose(app.streamed.entropy, row_entropy(reference), atol=1e-5)

@@ -55,9 +55,9 @@ def test_tab_renders_without_errors(attention_page):
     page = attention_page
     assert page.locator(".attn-head-view .bk-Canvas, .attn-head-view canvas").count() >= 1
     assert page.locator(".attn-model-view.js-plotly-plot").is_visible()
-    # the streamed distance histogram (heads x 11 buckets), each head's shares summing to 1
+    # the streamed statistics: distance histogram (heads x 11 buckets), each head's shares summing to 1
     page.locator(".attn-histogram.js-plotly-plot .main-svg").first.scroll_into_view_if_needed()
-    z = page.evaluate("() => Array.from(document.querySelector('.attn-histogram.js-plotly-plot').data[0].z, "
+    z = page.evaluate("() => Array.from(document.querySelector('.attn-histogram.js-plotly-plot').data[2].z, "
                       "r => Array.from(r))")
     assert len(z) == 12 and all(len(row) == 11 and abs(sum(row) - 1) < 1e-4 for row in z)  # fp32 sums
     assert page.locator(".attn-error").count() == 0 and page.errors == []
