@@ -4,7 +4,7 @@
 pure-PyTorch ``attention_reference`` elsewhere; both return ``AttentionResult(out, lse, stats)``.
 """
 
-from .fused import TRITON_HEAD_DIMS, fused_attention, triton_available
+from .fused import TRITON_HEAD_DIMS, fused_attention, triton_available, triton_suits
 from .reference import (
     AttentionResult,
     AttentionStats,
@@ -22,4 +22,5 @@ __all__ = [
     "distance_buckets",
     "fused_attention",
     "triton_available",
+    "triton_suits",
 ]

@@ -27,8 +27,7 @@ from .reference import AttentionResult, AttentionStats
 
 __all__ = ["triton_attention", "launch_config"]
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+LOG2E = 1.4426950408889634  # the kernels work in base 2 (exp2/log2); inside them the literals are ln 2 and log2 e
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -173,7 +172,7 @@ def _fwd_kernel(
     tl.store(o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od, out.to(O.dtype.element_ty),
              mask=row_ok[:, None])
     row_ptr = off_hb.to(tl.int64) * N_Q + offs_m  # index into [B*H, Nq]
-    lse = tl.where(has_keys, (m_i + tl.log2(l_safe)) * 0.6931471805599453, float("-inf"))  # natural log
+    lse = tl.where(has_keys, (m_i + tl.log2(l_safe)) * 0.6931471805599453, float("-inf"))  # x ln 2: natural log
     tl.store(LSE + row_ptr, lse, mask=row_ok)
     if STATS:
         ent = tl.where(has_keys, (tl.log2(l_safe) - a_i / l_safe) * 0.6931471805599453, 0.0)

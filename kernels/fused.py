@@ -72,6 +72,13 @@ def _triton_unusable_reason(q: Tensor) -> str | None:
     return f"tensors on {q.device} need a CUDA device, or CPU tensors with TRITON_INTERPRET=1 (the interpreter)"
 
 
+def triton_suits(q: Tensor) -> bool:
+    """True when ``fused_attention(..., backend="auto")`` runs the Triton kernel for queries like ``q``: Triton can
+    run on ``q``'s device here, and its dtype and head size are ones the kernel is compiled for. The one test every
+    caller that chooses a path (the attention layer, ``streamed_statistics``) uses."""
+    return _triton_unusable_reason(q) is None and q.dtype in _TRITON_DTYPES and q.shape[-1] in TRITON_HEAD_DIMS
+
+
 def _check_triton_inputs(q: Tensor) -> None:
     if q.dtype not in _TRITON_DTYPES:
         raise TypeError(f"backend='triton' needs q, k, v in float16, bfloat16 or float32, got {q.dtype}")
@@ -126,8 +133,7 @@ def fused_attention(
         return attention_reference(q, k, v, return_stats=return_stats, **kwargs)
     reason = _triton_unusable_reason(q)
     if backend == "auto":
-        suits = q.dtype in _TRITON_DTYPES and q.shape[-1] in TRITON_HEAD_DIMS
-        if reason is not None or not suits:
+        if not triton_suits(q):
             return attention_reference(q, k, v, return_stats=return_stats, **kwargs)
     elif reason is not None:
         raise RuntimeError(f"backend='triton' cannot run: {reason}")

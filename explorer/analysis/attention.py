@@ -389,7 +389,7 @@ def streamed_statistics(
     causal, window = band
     options = {"causal": causal, "window": window, "key_padding_mask": key_padding_mask, "n_buckets": n_buckets}
     with torch.no_grad():
-        if q.is_cuda and kernels.triton_available() and q.shape[-1] in kernels.TRITON_HEAD_DIMS:
+        if q.is_cuda and kernels.triton_suits(q):  # on CPU the interpreter would be correct but slow
             return kernels.fused_attention(q, k, v, return_stats=True, backend="triton", **options).stats
         return kernels.attention_stats_chunked(q, k, v, chunk=chunk, **options).stats
 

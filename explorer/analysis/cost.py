@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["OPS", "Cost", "cost", "attention_matrix_bytes"]
+__all__ = ["OPS", "Cost", "cost", "cost_table", "attention_matrix_bytes"]
 
 OPS = (
     "conv1d",
@@ -319,3 +319,28 @@ def cost(
     if op == "sliding_window_attention":
         return _attention_over_pairs(sliding_window_pairs(n, window), scores=False, **common)
     return _attention_over_pairs(block_sparse_pairs(n, block), scores=False, **common)  # block_sparse_attention
+
+
+def cost_table(ops, ns, d: int = 64, window: int = 128) -> str:
+    """A text table of ``cost`` per op (rows) and size (columns): FLOPs and peak activation memory.
+
+    Each cell is ``cost(op, n, d, window=window)`` (defaults otherwise: one head, batch 1, float32) printed as
+    FLOPs in ``%.2e`` and the peak in ``explorer.guard.human_bytes`` units.
+
+    Args:
+        ops: op names, each one of ``OPS``.
+        ns: sizes, one column each.
+        d: model width / channels.
+        window: keys per query for ``sliding_window_attention`` (must be ``<= n`` for it).
+
+    Returns:
+        The table, header line first, lines joined by newlines (no trailing newline).
+    """
+    from explorer.guard import human_bytes  # explorer.guard imports this module
+
+    ns = list(ns)
+    lines = [f"{'op':<26}" + "".join(f"{'n=' + str(n):>22}" for n in ns)]
+    for op in ops:
+        cells = [cost(op, n, d, window=window) for n in ns]
+        lines.append(f"{op:<26}" + "".join(f"{c.flops:>10.2e} {human_bytes(c.peak_memory):>10}" for c in cells))
+    return "\n".join(lines)

@@ -84,15 +84,20 @@ def _check_masks(target_masks: object) -> torch.Tensor:
     return target_masks
 
 
-def _check_grid(grid: object, height: int, width: int) -> tuple[int, int]:
+def _check_pair(name: str, value: object, labels: str) -> tuple[int, int]:
+    """``value`` as a pair of positive ints, or a TypeError naming ``name`` and what the pair means."""
     ok = (
-        isinstance(grid, (tuple, list))
-        and len(grid) == 2
-        and all(isinstance(g, numbers.Integral) and not isinstance(g, bool) and g > 0 for g in grid)
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in value)
     )
     if not ok:
-        raise TypeError(f"grid must be a pair of positive ints (rows, cols), got {grid!r}")
-    rows, cols = int(grid[0]), int(grid[1])
+        raise TypeError(f"{name} must be a pair of positive ints ({labels}), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _check_grid(grid: object, height: int, width: int) -> tuple[int, int]:
+    rows, cols = _check_pair("grid", grid, "rows, cols")
     if height % rows or width % cols:
         raise ValueError(
             f"grid {(rows, cols)} must divide the image size (height, width) = {(height, width)} evenly"
@@ -227,14 +232,7 @@ def upsample_patches(attn: torch.Tensor, grid: tuple[int, int], size: tuple[int,
         Tensor ``[batch, height, width]`` of ``attn``'s dtype.
     """
     attn = _check_float("attn", attn, 2, "[batch, patch]", nonnegative=False)
-    ok = (
-        isinstance(size, (tuple, list))
-        and len(size) == 2
-        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in size)
-    )
-    if not ok:
-        raise TypeError(f"size must be a pair of positive ints (height, width), got {size!r}")
-    height, width = int(size[0]), int(size[1])
+    height, width = _check_pair("size", size, "height, width")
     rows, cols = _check_grid(grid, height, width)
     if attn.shape[1] != rows * cols:
         raise ValueError(f"attn has {attn.shape[1]} patches but grid {(rows, cols)} has {rows * cols}")

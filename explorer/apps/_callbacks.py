@@ -1,4 +1,5 @@
-"""One policy for every widget callback: a visitor's action never raises into the kernel.
+"""What every app's widgets share: one policy for callbacks (a visitor's action never raises into the kernel), and
+figures that are redrawn whole rather than edited in place.
 
 Voila exposes each callback to whoever opens the page, so each runs through :func:`guarded`: errors the library
 raises on purpose for bad input (ValueError, TypeError -- the memory guard's ``RequestRefused`` is a ValueError)
@@ -13,8 +14,9 @@ import logging
 from collections.abc import Callable
 
 import ipywidgets as W
+import plotly.graph_objects as go
 
-__all__ = ["guarded", "error_html"]
+__all__ = ["guarded", "error_html", "figure_slot", "redraw"]
 
 log = logging.getLogger("explorer.apps")
 
@@ -51,3 +53,27 @@ def guarded(action: Callable[[], object], target: W.HTML, css: str, *, what: str
     if clear:
         target.value = ""
     return True
+
+
+def figure_slot(figure: go.Figure, css: str) -> tuple[go.FigureWidget, W.Box]:
+    """A ``FigureWidget`` of ``figure`` with class ``css``, inside a box that :func:`redraw` refills."""
+    widget = go.FigureWidget(figure)
+    widget.add_class(css)
+    return widget, W.Box([widget])
+
+
+def redraw(slot: W.Box, figure: go.Figure, css: str) -> go.FigureWidget:
+    """Replace the figure in ``slot`` by a new ``FigureWidget`` of ``figure``; return the new widget.
+
+    Plotly sends an in-place edit of a ``FigureWidget`` as a trait that is set and at once reset to None, and the
+    browser was seen to miss such edits (the page kept the old data while the kernel held the new: the cost and
+    cross-modal tabs' browser tests caught it). A new widget carries its data in its initial state instead.
+    """
+    widget = go.FigureWidget(figure)
+    widget.add_class(css)
+    old = slot.children
+    slot.children = (widget,)
+    for child in old:
+        child.close()
+    return widget
+

@@ -16,6 +16,7 @@ from explorer.analysis import (attention_rollout, downsample_pattern, head_entro
 from explorer.data import SENTENCES, long_text
 from explorer.guard import RequestRefused, check
 from explorer.hooks import record
+from explorer.kernels import AttentionStats, distance_buckets
 from explorer.masks import causal, sliding_window
 from explorer.models import load_pretrained
 from explorer.viz.attention import (attention_heatmap, bar_colours, head_stats_figure,
@@ -37,7 +38,17 @@ HEATMAP_MAX = 256     # heatmap cells per side; longer inputs are aggregated int
 THUMB_MAX = 32        # model-view thumbnail cells per side
 HEAD_VIEW_WINDOW = 48  # tokens per side in the head view; longer inputs are windowed
 N_BUCKETS = 11        # distance buckets of the streamed histogram: 0, 1, 2-3, ..., 256-511, >= 512
-STREAM_CHUNK = 32     # query rows per step of the CPU streamed statistics in statistics-only mode
+STREAM_CHUNK = 32     # query rows per step of the CPU streamed statistics: 12 heads x 32 x n scores at a time
+QKV = ["*.hook_q", "*.hook_k", "*.hook_v"]
+
+
+def _streamed(trace, mask) -> AttentionStats:
+    """Streamed statistics of every layer from recorded q, k, v, one layer at a time: fields (layer, head, token
+    [, bucket]). Never more than ``STREAM_CHUNK`` query rows of scores at once on CPU."""
+    qkv = [stack_patterns(trace, name) for name in QKV]  # 3 x (layer, batch=1, head, token, d)
+    per_layer = [streamed_statistics(q, k, v, mask=mask, n_buckets=N_BUCKETS, chunk=STREAM_CHUNK)
+                 for q, k, v in zip(*qkv)]  # fields (1, head, token[, bucket])
+    return AttentionStats(*(torch.cat([getattr(s, f) for s in per_layer]) for f in AttentionStats._fields))
 
 
 class AttentionMapsApp:
@@ -173,13 +184,10 @@ class AttentionMapsApp:
                 raise
             self._compute_streamed_only(encoding, mask, refusal, start)
             return
-        with torch.no_grad(), record(model, ["*.hook_pattern", "*.hook_q", "*.hook_k", "*.hook_v"]) as trace:
+        with torch.no_grad(), record(model, ["*.hook_pattern", *QKV]) as trace:
             model(encoding.input_ids, mask=mask)
         patterns = stack_patterns(trace)[:, 0]  # (layer, head, query, key)
-        qkv = [stack_patterns(trace, f"*.hook_{name}") for name in "qkv"]  # 3 x (layer, batch, head, token, d)
-        # streamed statistics: from q, k, v only (O(n d) per head), as the fused kernel computes them
-        self.streamed = streamed_statistics(*(t.flatten(0, 1) for t in qkv), mask=mask,
-                                            n_buckets=N_BUCKETS)  # fields (layer, head, token[, bucket])
+        self.streamed = _streamed(trace, mask)
         special = special_token_mask(encoding.tokens)  # (token,)
         self.encoding = encoding
         self.patterns = patterns
@@ -201,18 +209,14 @@ class AttentionMapsApp:
             self.notice.value = ""
 
     def _compute_streamed_only(self, encoding, mask, refusal: RequestRefused, start: float) -> None:
-        """Statistics-only mode: the model runs on its fused path (nothing n x n is recorded) and the statistics
-        are streamed from hook_q / hook_k / hook_v, one layer and ``STREAM_CHUNK`` query rows at a time."""
+        """Statistics-only mode: the model runs on its fused path (nothing n x n is recorded) and only the streamed
+        statistics are computed."""
         config, model = self.pretrained.config, self.pretrained.model
         # the fused path still needs O(n) activations: ask the guard for those (raises with its own message)
         check("attention_fused", len(encoding.tokens), d=config.hidden_size, heads=config.num_attention_heads)
-        with torch.no_grad(), record(model, ["*.hook_q", "*.hook_k", "*.hook_v"]) as trace:
+        with torch.no_grad(), record(model, QKV) as trace:
             model(encoding.input_ids, mask=mask)
-        qkv = [stack_patterns(trace, f"*.hook_{name}") for name in "qkv"]  # 3 x (layer, batch, head, token, d)
-        per_layer = [streamed_statistics(q, k, v, mask=mask, n_buckets=N_BUCKETS, chunk=STREAM_CHUNK)
-                     for q, k, v in zip(*qkv)]  # each field (batch=1, head, token[, bucket])
-        self.streamed = type(per_layer[0])(*(torch.cat([getattr(s, f) for s in per_layer])
-                                            for f in per_layer[0]._fields))  # (layer, head, token[, bucket])
+        self.streamed = _streamed(trace, mask)
         self.encoding = encoding
         self.patterns = None
         self.run_seconds = time.perf_counter() - start
@@ -282,8 +286,6 @@ class AttentionMapsApp:
 
     def _streamed_panel(self) -> tuple:
         """Arguments of :func:`streamed_stats_figure` for the selected layer: per-head means over queries."""
-        from explorer.kernels import distance_buckets
-
         layer = self.layer.value - 1
         entropy = self.streamed.entropy[layer].mean(1).numpy()  # (head,)
         distance = self.streamed.mean_distance[layer].mean(1).numpy()  # (head,)

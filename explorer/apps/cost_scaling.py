@@ -12,9 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.apps._callbacks import guarded
+from explorer.apps._callbacks import figure_slot, guarded, redraw
 from explorer.analysis.cost import OPS, cost
-from explorer.bench.scaling import fit_exponent, measure
+from explorer.bench.scaling import fit_by_op, measure
 from explorer.guard import RequestRefused, check, human_bytes, memory_budget
 
 __all__ = ["CostScalingApp", "gpu_benchmarks"]
@@ -30,20 +30,28 @@ POINT_TIME_BUDGET_S = 10.0
 BENCHMARKS = Path(__file__).resolve().parents[2] / "assets" / "benchmarks"
 
 
+def _op_kwargs(n: int, d: int) -> dict:
+    """Size arguments of one sweep point: width ``d``, a window of 128 and blocks of 64 (at most ``n``)."""
+    return {"d": d, "window": min(128, n), "block": min(64, n)}
+
+
 def gpu_benchmarks(folder: Path = BENCHMARKS) -> list[dict]:
     """GPU measurements shipped in ``assets/benchmarks``, as records ``{op, n, median_s, device_name, label}``.
 
-    Two sources: ``scaling_*.json`` from :mod:`explorer.bench.scaling` (device != cpu), and ``attention_*.json``
-    from :mod:`explorer.bench.attention` (the fused Triton kernel and SDPA's kernels; forward, no mask). The
-    attention benchmark runs many sequences and heads at once, so its time is divided by ``batch * heads`` to put
-    it on the same footing as this app's sweep (one sequence, one head).
+    Two sources: ``scaling_*.json`` from :mod:`explorer.bench.scaling` and ``attention_*.json`` from
+    :mod:`explorer.bench.attention` (the fused Triton kernel and SDPA's kernels; forward, no mask). A record counts
+    as a GPU result when its own ``device`` starts with ``cuda`` (the file's metadata names the CUDA device whenever
+    one exists, even for CPU runs). Both benchmarks may run several sequences and heads at once, so times are
+    divided by ``batch * heads`` to put them on the same footing as this app's sweep (one sequence, one head).
     """
     records = []
     for path in sorted(folder.glob("scaling_*.json")):
         payload = _read(path)
-        device = (payload.get("metadata") or payload.get("meta") or {}).get("device", "cpu")
-        if device != "cpu":
-            records += [{**r, "device_name": device, "label": r["op"]} for r in payload.get("records", [])]
+        meta = payload.get("metadata") or {}
+        for r in payload.get("records", []):
+            if str(r.get("device", "cpu")).startswith("cuda"):
+                records.append({**r, "median_s": r["median_s"] / (r.get("batch", 1) * r.get("heads", 1)),
+                                "device_name": meta.get("device") or r["device"], "label": r["op"]})
     for path in sorted(folder.glob("attention_*.json")):
         payload = _read(path)
         meta = payload.get("metadata") or {}
@@ -68,10 +76,14 @@ class CostScalingApp:
     """Run a sweep on this machine and see time and memory versus n on log-log axes, analytic curves overlaid.
 
     Every size is checked by the memory guard first (``explorer.guard.check``); refused sizes are skipped and
-    listed. Measured time is compared with FLOPs (scaled through the middle measured point: the shape is the
-    claim, not the constant); measured peak memory with the analytic peak, unscaled.
+    listed. Measured time is compared with FLOPs and measured peak memory with the analytic peak, both scaled
+    through the middle measured point: the shape (the exponent) is the claim, not the constant. The constants do
+    differ: the measured peak excludes the inputs, and the sliding-window and block-sparse benchmark ops
+    materialise their chunked scores where the model assumes a fused kernel.
 
-    After a run: ``measurements`` (list of ``Measurement``), ``exponents`` {op: {"time": (slope, ci), "memory": ...}}.
+    After a run: ``measurements`` (list of ``Measurement``) and ``exponents``, as returned by
+    ``explorer.bench.scaling.fit_by_op``: {op: {"time": slope, "time_ci": (low, high), "memory": ..., "memory_ci":
+    ...}}.
     """
 
     def __init__(self, ops=DEFAULT_OPS, min_log2: int = 8, max_log2: int = 11, d: int = 64) -> None:
@@ -102,9 +114,7 @@ class CostScalingApp:
             widget.add_class(name)
         self.measurements: list = []
         self.exponents: dict = {}
-        self.figure = go.FigureWidget(self._empty_figure())
-        self.figure.add_class("cost-figure")
-        self._figure_box = W.Box([self.figure])
+        self.figure, self._figure_box = figure_slot(self._empty_figure(), "cost-figure")
         self.run_button.on_click(lambda _b: self._guarded(self.run))
         self.calc_button.on_click(lambda _b: self._guarded(self._calculate, self.calc_result))
         self.widget = W.VBox([
@@ -119,8 +129,8 @@ class CostScalingApp:
         self.widget.add_class("cost-app")
 
     def _empty_figure(self) -> go.Figure:
-        """Four traces per operation, in ``OPS`` order (measured time, analytic time, measured memory, analytic
-        memory), empty until a sweep fills them; GPU records from ``assets/benchmarks`` after them."""
+        """Four empty traces per operation, in ``OPS`` order (measured time, analytic time, measured memory,
+        analytic memory), which ``_draw`` fills on a fresh copy; GPU records from ``assets/benchmarks`` after them."""
         fig = make_subplots(rows=1, cols=2, subplot_titles=("time per call (s)", "peak activation memory (bytes)"),
                             horizontal_spacing=0.1)
         for op in OPS:
@@ -156,7 +166,7 @@ class CostScalingApp:
         plan, refused = [], []
         for op in ops:
             for n in sizes:
-                kwargs = {"d": d, "window": min(128, n), "block": min(64, n)}
+                kwargs = _op_kwargs(n, d)
                 try:
                     estimate = check(op, n, **kwargs)
                 except RequestRefused as error:
@@ -180,52 +190,44 @@ class CostScalingApp:
                              f"{len(self.measurements)} points</span>{note}")
 
     def _draw(self, ops: list[str], d: int) -> None:
-        """Draw the sweep on a fresh figure (each operation's four traces filled) and fit exponents.
-
-        The figure is replaced, not edited in place: a new widget carries its data in its initial state, whereas
-        plotly's in-place edits travel as transient messages (set, then reset to None) that the browser was seen
-        to miss after a sweep, leaving the plot empty while the kernel held every point.
-        """
-        self.exponents = {}
+        """Draw the sweep on a new figure (each operation's four traces filled; see ``redraw``) and fit exponents."""
+        self.exponents = fit_by_op(self.measurements)
         rows = []
-        figure = go.FigureWidget(self._empty_figure())
-        figure.add_class("cost-figure")
-        with figure.batch_update():
-            for i, op in enumerate(OPS):
-                points = [m for m in self.measurements if m.op == op] if op in ops else []
-                traces = figure.data[4 * i: 4 * i + 4]
-                if not points:
-                    for trace in traces:
-                        trace.x, trace.y = [], []
-                    continue
-                ns = np.array([m.n for m in points], dtype=float)
-                times = np.array([m.median_s for m in points])
-                peaks = np.array([max(m.peak_bytes, 1) for m in points], dtype=float)
-                model = [cost(op, int(n), d, window=min(128, int(n)), block=min(64, int(n))) for n in ns]
-                flops = np.array([c.flops for c in model])
-                mid = len(ns) // 2
-                scaled = flops * times[mid] / flops[mid]  # analytic shape through the middle measurement
-                for trace, values in zip(traces, (times, scaled, peaks, [c.peak_memory for c in model])):
-                    trace.x, trace.y = ns.tolist(), np.asarray(values, dtype=float).tolist()  # plain JSON
-                if len(ns) >= 3:
-                    self.exponents[op] = {"time": fit_exponent(ns, times), "memory": fit_exponent(ns, peaks)}
-                    (ts, (tl, th)), (ms, (ml, mh)) = self.exponents[op]["time"], self.exponents[op]["memory"]
-                    rows.append(f"<tr><td>{op}</td><td>{ts:.2f} [{tl:.2f}, {th:.2f}]</td>"
-                                f"<td>{ms:.2f} [{ml:.2f}, {mh:.2f}]</td></tr>")
-        old, self.figure = self.figure, figure
-        self._figure_box.children = (figure,)
-        old.close()
+        figure = self._empty_figure()
+        for i, op in enumerate(OPS):
+            points = [m for m in self.measurements if m.op == op] if op in ops else []
+            if not points:
+                continue  # its traces stay empty
+            ns = np.array([m.n for m in points], dtype=float)
+            times = np.array([m.median_s for m in points])
+            peaks = np.array([max(m.peak_bytes, 1) for m in points], dtype=float)
+            model = [cost(op, int(n), **_op_kwargs(int(n), d)) for n in ns]
+            flops = np.array([c.flops for c in model])
+            memory = np.array([c.peak_memory for c in model])
+            mid = len(ns) // 2  # analytic shapes drawn through the middle measurement
+            for trace, values in zip(figure.data[4 * i: 4 * i + 4], (times, flops * times[mid] / flops[mid], peaks,
+                                                                      memory * peaks[mid] / memory[mid])):
+                trace.x, trace.y = ns.tolist(), np.asarray(values, dtype=float).tolist()  # plain JSON
+            fit = self.exponents.get(op)
+            if fit is not None:
+                time_cell = f"{fit['time']:.2f} [{fit['time_ci'][0]:.2f}, {fit['time_ci'][1]:.2f}]"
+                memory_cell = (f"{fit['memory']:.2f} [{fit['memory_ci'][0]:.2f}, {fit['memory_ci'][1]:.2f}]"
+                               if "memory" in fit else "n/a")
+                rows.append(f"<tr><td>{op}</td><td>{time_cell}</td><td>{memory_cell}</td></tr>")
+        self.figure = redraw(self._figure_box, figure, "cost-figure")
         self.table.value = ("<table class='cost-exponents'><tr><th>op</th><th>time exponent [95% CI]</th>"
                             "<th>memory exponent [95% CI]</th></tr>" + "".join(rows) + "</table>"
-                            "<small>Dotted: analytic model (time ∝ FLOPs, scaled through the middle point; memory "
-                            "unscaled). Exponents are log-log slopes; small sizes are dominated by fixed per-call "
-                            "costs, so time slopes below the analytic ones are expected there.</small>")
+                            "<small>Dotted: analytic model (time ∝ FLOPs, memory ∝ analytic peak activations), "
+                            "both scaled through the middle measured point -- compare slopes, not heights: the "
+                            "measured peak leaves out the inputs, and the sliding-window and block-sparse ops "
+                            "here store their chunked scores, which the fused-kernel model does not. Exponents are "
+                            "log-log slopes; small sizes are dominated by fixed per-call costs, so time slopes "
+                            "below the analytic ones are expected there.</small>")
 
     def _calculate(self) -> None:
         op, n = self.calc_op.value, self.calc_n.value
-        kwargs = {"window": min(128, n), "block": min(64, n), "d": self.d.value}
         try:
-            need = check(op, n, **kwargs)
+            need = check(op, n, **_op_kwargs(n, self.d.value))
             self.calc_result.value = (f"<span class='cost-fits'>✓ {op} at n = {n:,} needs {human_bytes(need.peak_memory)}"
                                       f" of activations and {need.flops:.3g} FLOPs: fits in the budget.</span>")
         except RequestRefused as error:

@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 
 import ipywidgets as W
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
-from explorer.apps._callbacks import guarded
+from explorer.apps._callbacks import figure_slot, guarded, redraw
 from explorer.analysis import (attention_localisation, integrated_gradients, pixel_localisation, stack_patterns,
                                upsample_patches)
-from explorer.data.shapes import ANSWERS, COLOURS, QUERY_KINDS, SHAPES, VOCAB, generate_scene, tokenize
+from explorer.data.shapes import ANSWERS, COLOURS, SHAPES, VOCAB, generate_scene, question, tokenize
 from explorer.hooks import record
 from explorer.models.cross_modal import ANSWER_TOKEN, load_cross_modal
-from explorer.viz.cross_modal import box_coords, cross_modal_figure, normalise
+from explorer.viz.cross_modal import cross_modal_figure
 
-__all__ = ["CrossModalApp", "query_text"]
+__all__ = ["CrossModalApp"]
 
 MAX_SEED = 1_000_000
-
-
-def query_text(kind: str, word: str) -> str:
-    """The question of ``kind`` about the object with colour or shape ``word``."""
-    if kind == "shape_of_colour":
-        return f"what shape is the {word} object"
-    if kind == "colour_of_shape":
-        return f"what colour is the {word}"
-    raise ValueError(f"kind must be one of {QUERY_KINDS}, got {kind!r}")
 
 
 class CrossModalApp:
@@ -75,8 +66,7 @@ class CrossModalApp:
         self._busy = False
         self._make_scene()
         self._run()
-        self.figure = go.FigureWidget(cross_modal_figure(*self._figure_arrays()))
-        self.figure.add_class("xm-figure")
+        self.figure, self._figure_slot = figure_slot(cross_modal_figure(*self._figure_arrays()), "xm-figure")
 
         self.new_scene.on_click(lambda _b: self._guarded(self._on_new_scene))
         for control in (self.seed, self.n_objects):
@@ -89,14 +79,14 @@ class CrossModalApp:
             control.observe(lambda _c: self._guarded(self._refresh), names="value")
 
         card = self.card
-        loc = card.get("localisation", {})
+        loc = card["localisation"]
         self.widget = W.VBox([
             W.HBox([self.seed, self.new_scene, self.n_objects]),
             W.HBox([self.kind, self.target]),
             W.HBox([self.query, self.ask]),
             self.message,
             W.HBox([self.layer, self.token]),
-            W.HBox([self.figure, W.VBox([self.answer, self.scores], layout=W.Layout(width="330px"))]),
+            W.HBox([self._figure_slot, W.VBox([self.answer, self.scores], layout=W.Layout(width="330px"))]),
             W.HTML(f"<small>Model card: held-out accuracy {card.get('accuracy', float('nan')):.1%}; attention mass "
                    f"on the queried object {loc.get('mass', float('nan')):.1%} (chance "
                    f"{loc.get('chance_mass', float('nan')):.1%}). Vocabulary: {html.escape(' '.join(VOCAB[1:]))}"
@@ -110,19 +100,26 @@ class CrossModalApp:
                                     n_objects=self.n_objects.value)
         self._set_targets()
 
-    def _set_targets(self) -> None:
-        attribute = "colour" if self.kind.value == "shape_of_colour" else "shape"
-        options = [getattr(obj, attribute) for obj in self.scene.objects]
-        self._busy = True  # these assignments must not trigger runs of their own
+    @contextlib.contextmanager
+    def _quietly(self):
+        """Assign controls without their observers running the model again (they check ``_busy``)."""
+        self._busy = True
         try:
-            self.target.options = options
-            self.target.value = options[0]
-            self.query.value = query_text(self.kind.value, self.target.value)
+            yield
         finally:
             self._busy = False
 
-    def _target_index(self, text: str) -> int | None:
-        words = set(text.lower().replace("?", " ").split())
+    def _set_targets(self) -> None:
+        attribute = "colour" if self.kind.value == "shape_of_colour" else "shape"
+        options = [getattr(obj, attribute) for obj in self.scene.objects]
+        with self._quietly():
+            self.target.options = options
+            self.target.value = options[0]
+            self.query.value = question(self.kind.value, self.target.value)
+
+    def _target_index(self) -> int | None:
+        """The scene object the question names (by colour or shape), or None."""
+        words = set(self.tokens)
         for i, obj in enumerate(self.scene.objects):
             if obj.colour in words or obj.shape in words:
                 return i
@@ -140,17 +137,13 @@ class CrossModalApp:
         self.probs = logits.softmax(-1)[0]
         prediction = int(self.probs.argmax())
         self.ig = integrated_gradients(self.model, image, ids, target=torch.tensor([prediction]), steps=32)[0]
-        index = self._target_index(text)
-        self._target = index
+        self._target = self._target_index()
         # token 0 is the one the answer head reads: its attention is what localisation is measured on
         token_options = [("all tokens (mean)", -1)] + [
             (f"{i}: {t}" + (" (answer)" if i == ANSWER_TOKEN else ""), i) for i, t in enumerate(self.tokens)]
-        self._busy = True
-        try:
+        with self._quietly():
             self.token.options = token_options
             self.token.value = ANSWER_TOKEN
-        finally:
-            self._busy = False
         self._update_text()
 
     def _attention(self) -> torch.Tensor:
@@ -164,7 +157,7 @@ class CrossModalApp:
         truth = None
         if self._target is not None:
             obj = self.scene.objects[self._target]
-            truth = obj.shape if answer in SHAPES else obj.colour
+            truth = obj.shape if "shape" in self.tokens else obj.colour  # what the question asks, not the answer
         verdict = "" if truth is None else (" — correct ✓" if answer == truth else f" — wrong ✗ (it is {truth})")
         self.answer.value = (f"<div style='font-size:15px'>Q: <i>{html.escape(self.text)}?</i><br>"
                              f"A: <b class='xm-answer-word'>{answer}</b> (p = {self.probs[prediction]:.2f})"
@@ -193,21 +186,14 @@ class CrossModalApp:
         box = None
         if self._target is not None:
             rows, cols = np.nonzero(self.scene.masks[self._target].numpy())
-            box = (rows.min(), rows.max(), cols.min(), cols.max())
+            box = ((rows.min(), rows.max()), (cols.min(), cols.max()))
         return image, heads.mean(0).numpy(), self.ig.numpy(), heads.numpy(), box
 
-    def _refresh(self, image: bool = False) -> None:
+    def _refresh(self) -> None:
         if self._busy:
             return
         self._update_text()
-        scene, attention, ig, heads, box = self._figure_arrays()
-        maps = [attention, ig, *heads]
-        with self.figure.batch_update():
-            for k, values in enumerate(maps):
-                if image:
-                    self.figure.data[2 * k].z = scene
-                self.figure.data[2 * k + 1].z = normalise(values).tolist()  # plain JSON arrays
-                self.figure.layout.shapes[k].update(**box_coords(box))
+        self.figure = redraw(self._figure_slot, cross_modal_figure(*self._figure_arrays()), "xm-figure")
 
     # --- callbacks: public endpoints, never raise into the kernel ------------------------------------
     def _guarded(self, action) -> None:
@@ -219,7 +205,7 @@ class CrossModalApp:
     def _on_scene(self) -> None:
         self._make_scene()
         self._run()
-        self._refresh(image=True)
+        self._refresh()
 
     def _on_question(self) -> None:
         if self._busy:
@@ -227,11 +213,8 @@ class CrossModalApp:
         if self.target.value not in (COLOURS if self.kind.value == "shape_of_colour" else SHAPES):
             self._set_targets()  # the kind changed: offer the other attribute of the scene's objects
         else:
-            self._busy = True
-            try:
-                self.query.value = query_text(self.kind.value, self.target.value)
-            finally:
-                self._busy = False
+            with self._quietly():
+                self.query.value = question(self.kind.value, self.target.value)
         self._run()
         self._refresh()
 

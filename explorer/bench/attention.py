@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer import masks
-from explorer.bench.common import interleaved_times, metadata, write_json
+from explorer.bench.common import interleaved_times, median_ms, metadata, write_json
 
 __all__ = ["MASKS", "attention_pairs", "attention_flops", "device_tag", "run", "main"]
 
@@ -170,7 +170,9 @@ def bench_metadata(device: torch.device) -> dict:
         info["triton"] = importlib.metadata.version("triton")
     except importlib.metadata.PackageNotFoundError:
         info["triton"] = None
-    if device.type == "cuda":
+    if device.type != "cuda":
+        info["device"] = "cpu"  # metadata() names the GPU whenever one exists, also for a --cpu run
+    else:
         info["driver"] = _driver_version()
         info["cudnn"] = torch.backends.cudnn.version()
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
@@ -268,7 +270,7 @@ def _time_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> fl
 
         return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
     samples = interleaved_times({"fn": fn}, repeats=repeats, inner=1, warmup=1)["fn"]
-    return statistics.median(samples) * 1e3
+    return median_ms(samples)
 
 
 def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
@@ -496,8 +498,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(format_table(payload["records"]))
     print()
     print(format_ratios(payload["ratios"]))
-    device = torch.device("cuda" if payload["records"] and payload["records"][0]["device"].startswith("cuda")
-                          else "cpu")
+    device = torch.device("cpu" if payload["metadata"]["device"] == "cpu" else "cuda")
     out = Path(args.out) if args.out else (Path(__file__).resolve().parents[2] / "assets" / "benchmarks"
                                            / f"attention_{device_tag(device)}.json")
     print(f"wrote {write_json(out, payload)}")

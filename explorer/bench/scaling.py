@@ -1,14 +1,22 @@
 """How time and memory grow with sequence length (or image side) for convolutions and attention variants.
 
-    python -m explorer.bench.scaling --device cpu --ops attention_math,attention_fused,conv1d \
-        --sizes 256,512,1024,2048 --out assets/benchmarks/scaling_cpu.json
+``assets/benchmarks/scaling_cpu.json`` was produced (2 CPU threads) by::
+
+    python -m explorer.bench.scaling --device cpu \
+        --ops conv1d,depthwise_conv1d,fft_conv,attention_math,attention_fused,sliding_window_attention,block_sparse_attention,linear_attention \
+        --sizes 1024,2048,4096,8192,16384 --batch 4 --repeats 7 --out assets/benchmarks/scaling_cpu.json
+
+(defaults: ``--d 64 --heads 1 --window 128 --block 64 --dtype float32 --warmup 1``). It predates the switch of
+``sliding_window_attention`` to the ``explorer.masks`` window convention (``window`` keys, not
+``2 * (window // 2) + 1``), so its sliding-window rows saw 129 keys per query instead of 128.
 
 Each op is built once with seeded inputs (``make_op``) and timed with the shared interleaved timer; its peak
 memory is measured in a separate, untimed call. A log-log least-squares fit of time and memory against ``n``
 gives the empirical exponent (``fit_exponent``): ~2 for materialised attention, ~1 for convolutions,
 sliding-window, block-sparse and linear attention.
 
-Shapes: attention ops use q, k, v of ``[batch, head, query|key, d]`` (``d`` is the head dimension);
+Shapes: attention ops use q, k, v of ``[batch, head, query|key, d / heads]`` (``d`` is the model width, as in
+``explorer.analysis.cost``);
 1-D convolutions use ``[batch, channel=d, n]``; ``conv2d`` uses ``[batch, channel=d, height=n, width=n]``.
 
 Peak memory
@@ -37,15 +45,14 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from explorer.analysis.cost import OPS, _check_positive_int, cost
 from explorer.bench.common import interleaved_times, metadata, write_json
+from explorer.masks import sliding_window
 
 __all__ = [
     "OPS", "make_op", "Measurement", "measure", "sweep", "fit_exponent", "to_records", "save", "PeakMemoryMode",
     "fft_conv", "sliding_window_attention", "block_sparse_attention", "linear_attention", "attention_math",
 ]
-
-OPS = ("conv1d", "depthwise_conv1d", "conv2d", "fft_conv", "attention_math", "attention_fused",
-       "sliding_window_attention", "block_sparse_attention", "linear_attention")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -75,43 +82,62 @@ def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     return scores.softmax(dim=-1) @ v  # [batch, head, query, d]
 
 
+def _window_offsets(window: int) -> tuple[int, int]:
+    """``(left, right)``: a query sees keys at offsets ``-left .. right``, ``left + right + 1 = window``.
+
+    Read off ``explorer.masks.sliding_window(window)`` (non-causal), so the benchmark, the analytic model and the
+    reference kernel share one convention: ``left = (window - 1) // 2``, ``right = window // 2``.
+    """
+    allowed = sliding_window(window)(0, torch.arange(-window, window + 1))  # offsets key - query
+    offsets = torch.arange(-window, window + 1)[allowed]
+    return -int(offsets.min()), int(offsets.max())
+
+
 def _window_mask(n: int, window: int, chunk: int, device=None) -> torch.Tensor:
-    """``[n_chunks, chunk, chunk + 2*half]`` True where query ``i`` may see key ``j`` (|i-j| <= half, j in range)."""
-    half = window // 2
+    """``[n_chunks, chunk, chunk + window - 1]`` True where query ``i`` may see key ``j``.
+
+    ``explorer.masks.sliding_window(window)`` evaluated on the chunked layout of ``sliding_window_attention``
+    (key slot ``t`` of chunk ``c`` is key ``c * chunk + t - left``), restricted to real keys ``0 <= j < n``.
+    """
+    left, right = _window_offsets(window)
     n_chunks = -(-n // chunk)
     r = torch.arange(chunk, device=device).view(1, chunk, 1)  # query offset in chunk
-    t = torch.arange(chunk + 2 * half, device=device).view(1, 1, -1)  # key slot in the chunk's key span
+    t = torch.arange(chunk + left + right, device=device).view(1, 1, -1)  # key slot in the chunk's key span
     c = torch.arange(n_chunks, device=device).view(-1, 1, 1)
-    j = c * chunk + t - half  # absolute key position
-    return (t - r >= 0) & (t - r <= 2 * half) & (j >= 0) & (j < n)
+    i = c * chunk + r  # absolute query position
+    j = c * chunk + t - left  # absolute key position
+    return sliding_window(window)(i, j) & (j >= 0) & (j < n)
 
 
 def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
                              chunk: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Local attention: query ``i`` attends to keys ``j`` with ``|i - j| <= window // 2`` (symmetric, non-causal).
+    """Local attention over ``window`` keys per query, the ``explorer.masks.sliding_window(window)`` convention.
+
+    Query ``i`` sees keys ``i - left .. i + right`` with ``left = (window - 1) // 2``, ``right = window // 2``
+    (non-causal; an even window has one more key after the query), clipped at the sequence ends.
 
     Queries are cut into chunks of ``chunk`` (default ``window``); each chunk attends to its key span of
-    ``chunk + 2 * (window // 2)`` keys, gathered with ``unfold`` (a view). The largest intermediate is the
-    ``[batch, head, n/chunk, chunk, chunk + window]`` score tensor: O(n * window) memory, not O(n^2).
+    ``chunk + window - 1`` keys, gathered with ``unfold`` (a view). The largest intermediate is the
+    ``[batch, head, n/chunk, chunk, chunk + window - 1]`` score tensor: O(n * window) memory, not O(n^2).
     (Longformer, https://arxiv.org/abs/2004.05150.)
 
     Args:
         q, k, v: ``[batch, head, n, d]``.
-        window: full window width; ``window // 2`` keys are visible on each side.
+        window: keys per query (away from the ends).
         chunk: query chunk length; ``mask`` may be passed precomputed (``_window_mask``) to save work.
     Returns:
         ``[batch, head, n, d]``.
     """
     b, h, n, d = q.shape
-    half = window // 2
+    left, right = _window_offsets(window)
     chunk = chunk or max(1, min(n, window))
     n_chunks = -(-n // chunk)
     pad_q = n_chunks * chunk - n
-    span = chunk + 2 * half
+    span = chunk + left + right
     qc = F.pad(q, (0, 0, 0, pad_q)).view(b, h, n_chunks, chunk, d)  # [batch, head, chunk_idx, query, d]
-    # keys padded by `half` in front and enough behind that every chunk's span exists
-    k_pad = F.pad(k, (0, 0, half, half + pad_q))  # [batch, head, n + pad_q + 2 half, d]
-    v_pad = F.pad(v, (0, 0, half, half + pad_q))
+    # keys padded by `left` in front and enough behind that every chunk's span exists
+    k_pad = F.pad(k, (0, 0, left, right + pad_q))  # [batch, head, n + pad_q + window - 1, d]
+    v_pad = F.pad(v, (0, 0, left, right + pad_q))
     kc = k_pad.unfold(2, span, chunk)  # [batch, head, chunk_idx, d, span]  (view)
     vc = v_pad.unfold(2, span, chunk)  # [batch, head, chunk_idx, d, span]  (view)
     scores = (qc @ kc) / math.sqrt(d)  # [batch, head, chunk_idx, query, span]
@@ -167,37 +193,28 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: flo
 # Building ops
 # --------------------------------------------------------------------------------------------------------------
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-
-
 def make_op(op: str, n: int, d: int = 64, *, heads: int = 1, kernel_size: int = 3, window: int = 128,
             block: int = 64, batch: int = 1, device="cpu", dtype=torch.float32,
             seed: int = 0) -> Callable[[], torch.Tensor]:
     """Build seeded inputs for ``op`` at size ``n`` once and return a zero-argument closure that runs it.
 
+    The arguments mean what they mean in ``explorer.analysis.cost.cost`` (which validates them here, allocating
+    nothing), so a measurement and its analytic model describe the same computation.
+
     Args:
         op: one of ``OPS``.
         n: sequence length (``conv2d``: image side, input ``[batch, d, n, n]``).
-        d: channels (convolutions) or head dimension (attention).
+        d: channels (convolutions) or model width (attention: ``heads`` heads of width ``d // heads``; ``heads``
+            must divide ``d``).
         heads, batch: leading dimensions.
         kernel_size: for ``conv1d``, ``depthwise_conv1d``, ``conv2d`` (``same`` padding).
-        window: ``sliding_window_attention`` width; keys with ``|i - j| <= window // 2`` are visible; <= n.
+        window: ``sliding_window_attention`` keys per query, ``explorer.masks.sliding_window`` convention; <= n.
         block: ``block_sparse_attention`` block length (n is padded up to a multiple of it).
         device, dtype, seed: where and how the inputs are made.
     Returns:
         A closure; its ``inputs`` attribute holds the input tensors by name (for reference checks in tests).
     """
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; choose one of {', '.join(OPS)}")
-    for name, value in (("n", n), ("d", d), ("heads", heads), ("kernel_size", kernel_size),
-                        ("window", window), ("block", block), ("batch", batch)):
-        _check_positive_int(name, value)
-    if op == "sliding_window_attention" and window > n:
-        raise ValueError(f"window ({window}) must not exceed n ({n})")
+    cost(op, n, d, heads=heads, kernel_size=kernel_size, window=window, block=block, batch=batch, dtype=dtype)
 
     gen = torch.Generator().manual_seed(seed)
 
@@ -218,7 +235,7 @@ def make_op(op: str, n: int, d: int = 64, *, heads: int = 1, kernel_size: int = 
         inputs = {"x": randn(batch, d, n), "h": randn(d, n, scale=n ** -0.5)}
         fn = lambda: fft_conv(inputs["x"], inputs["h"])  # noqa: E731
     else:
-        inputs = {name: randn(batch, heads, n, d) for name in ("q", "k", "v")}
+        inputs = {name: randn(batch, heads, n, d // heads) for name in ("q", "k", "v")}
         q, k, v = inputs["q"], inputs["k"], inputs["v"]
         if op == "attention_math":
             fn = lambda: attention_math(q, k, v)  # noqa: E731
@@ -457,7 +474,7 @@ def save(measurements: Sequence[Measurement], path: str | Path) -> Path:
 
 
 def format_table(measurements: Sequence[Measurement]) -> str:
-    lines = [f"{'op':<26} {'n':>6} {'median ms':>10} {'peak MB':>9}"]
+    lines = [f"{'op':<26} {'n':>6} {'median ms':>10} {'peak MiB':>9}"]
     for m in measurements:
         lines.append(f"{m.op:<26} {m.n:>6} {m.median_s * 1e3:>10.3f} {m.peak_bytes / 2**20:>9.2f}")
     lines.append("")

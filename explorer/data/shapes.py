@@ -21,7 +21,7 @@ import torch
 
 __all__ = [
     "GENERATOR_VERSION", "COLOURS", "SHAPES", "VOCAB", "ANSWERS", "QUERY_KINDS", "NOISE", "MIN_VISIBLE",
-    "SceneObject", "Scene", "Batch", "generate_scene", "tokenize", "make_query", "sample_batch",
+    "SceneObject", "Scene", "Batch", "generate_scene", "tokenize", "question", "make_query", "sample_batch",
 ]
 
 GENERATOR_VERSION = "1"
@@ -169,6 +169,16 @@ def tokenize(text: str) -> list[int]:
     return [_TOKEN_ID[w] for w in words]
 
 
+def question(kind: str, word: str) -> str:
+    """The question of ``kind`` about the object whose colour (``"shape_of_colour"``) or shape
+    (``"colour_of_shape"``) is ``word``: "what shape is the red object", "what colour is the circle"."""
+    if kind == "shape_of_colour":
+        return f"what shape is the {word} object"
+    if kind == "colour_of_shape":
+        return f"what colour is the {word}"
+    raise ValueError(f"kind must be one of {QUERY_KINDS}, got {kind!r}")
+
+
 def make_query(scene: Scene, kind: str, target_index: int) -> tuple[str, int]:
     """The question about object ``target_index`` of ``scene`` and its answer.
 
@@ -185,8 +195,8 @@ def make_query(scene: Scene, kind: str, target_index: int) -> tuple[str, int]:
     target_index = _check_int_range("target_index", target_index, 0, len(scene.objects) - 1)
     target = scene.objects[target_index]
     if kind == "shape_of_colour":
-        return f"what shape is the {target.colour} object", ANSWERS.index(target.shape)
-    return f"what colour is the {target.shape}", ANSWERS.index(target.colour)
+        return question(kind, target.colour), ANSWERS.index(target.shape)
+    return question(kind, target.shape), ANSWERS.index(target.colour)
 
 
 def sample_batch(n: int, seed: int, size: int = 48) -> Batch:

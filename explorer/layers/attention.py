@@ -49,7 +49,6 @@ from explorer.masks import Causal, Mask, band_of
 __all__ = ["MultiheadAttention", "alibi_bias", "alibi_slopes"]
 
 BACKENDS = ("auto", "math", "sdpa", "triton")
-_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # what the fused kernel compiles for
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -306,10 +305,9 @@ class MultiheadAttention(nn.Module):
         if self.backend == "auto" and query.is_cuda and score_bias is None:  # CPU calls stop at is_cuda
             fused = band_of(mask)
             if fused is not None and (fused == (False, None) or n_query == n_key):
-                from explorer.kernels import TRITON_HEAD_DIMS, triton_available
+                from explorer.kernels import triton_suits
 
-                suits = self.head_dim in TRITON_HEAD_DIMS and query.dtype in _TRITON_DTYPES
-                if suits and triton_available():
+                if triton_suits(query.new_empty(1, 1, 1, self.head_dim)):  # dtype, device, head size of q
                     return "triton"
         return "sdpa"
 

@@ -23,8 +23,7 @@ The strided convolutions use kernel 4, stride 2, padding 1, so output position `
 ``rows [r * patch_size, (r + 1) * patch_size) x cols [c * patch_size, (c + 1) * patch_size)``, a regular partition
 of the image. The receptive field of a patch is only 10 px (its 4 px block and 3 px around it), smaller than an
 object (10-14 px): no patch sees a whole object, so the answering token has to gather evidence from the object's own
-patches. (A stem with two more 3x3 convs, receptive field 26 px, trained as well but its attention landed on the
-object about half as often: every patch near an object then knows the object.)
+patches (``tests/models/test_cross_modal.py`` computes the 10 px with :func:`explorer.analysis.receptive_field`).
 
 Hook points (``record(model, "*.hook_pattern")``):
 

@@ -8,14 +8,16 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["cross_modal_figure", "OVERLAY_SCALE"]
+from explorer.viz.receptive_field import Box, box_shape
+
+__all__ = ["cross_modal_figure", "object_box", "normalise", "OVERLAY_SCALE"]
 
 # transparent -> red, so the scene stays visible under weak attention
 OVERLAY_SCALE = [[0.0, "rgba(228,87,46,0.0)"], [1.0, "rgba(228,87,46,0.85)"]]
 
 
 def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray, heads: np.ndarray,
-                       box: Sequence[float] | None = None, titles: Sequence[str] | None = None) -> go.Figure:
+                       box: Box | None = None, titles: Sequence[str] | None = None) -> go.Figure:
     """Panels: averaged attention over the scene, Integrated Gradients over the scene, then one panel per head.
 
     Args:
@@ -23,7 +25,8 @@ def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray,
         attention: (height, width) attention of the chosen token, heads averaged, upsampled from patches.
         ig: (height, width) |Integrated Gradients| summed over colour channels.
         heads: (head, height, width) attention of each head, upsampled.
-        box: (row0, row1, col0, col1) inclusive pixel box of the queried object, outlined in every panel.
+        box: ``((row0, row1), (col0, col1))`` inclusive pixel box of the queried object, outlined in every
+            panel (none when None).
         titles: one title per panel (2 + heads).
 
     Returns:
@@ -53,7 +56,7 @@ def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray,
                       row=row, col=col)
         axis = "" if k == 0 else str(k + 1)
         fig.add_shape(type="rect", xref=f"x{axis}", yref=f"y{axis}", line={"color": "#17bebb", "width": 2},
-                      **box_coords(box))
+                      **object_box(box))
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
     for k in range(len(maps)):
@@ -71,9 +74,7 @@ def normalise(values: np.ndarray) -> np.ndarray:
     return values / top if top > 0 else values
 
 
-def box_coords(box: Sequence[float] | None) -> dict:
-    """Rectangle around inclusive pixel box (row0, row1, col0, col1); an empty box when None."""
-    if box is None:
-        return {"x0": 0, "x1": 0, "y0": 0, "y1": 0}
-    r0, r1, c0, c1 = box
-    return {"x0": c0 - 0.5, "x1": c1 + 0.5, "y0": r0 - 0.5, "y1": r1 + 0.5}
+def object_box(box: Box | None) -> dict:
+    """Plotly rectangle around the inclusive pixel box ``((row0, row1), (col0, col1))``; a zero-size one for None
+    (the shape stays in the figure, so it can be updated in place)."""
+    return {"x0": 0, "x1": 0, "y0": 0, "y1": 0} if box is None else box_shape(box)

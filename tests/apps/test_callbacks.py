@@ -48,3 +48,14 @@ def test_runtime_errors_shown_only_where_asked():
     assert "could not update: RuntimeError" in target.value
     guarded(fail, target, "x-error", shown=(ValueError, RuntimeError))
     assert "never materialises" in target.value
+
+
+def test_redraw_replaces_the_widget_and_closes_the_old_one():
+    import plotly.graph_objects as go
+
+    from explorer.apps._callbacks import figure_slot, redraw
+
+    first, slot = figure_slot(go.Figure(go.Scatter(x=[1], y=[1])), "x-figure")
+    second = redraw(slot, go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), "x-figure")
+    assert slot.children == (second,) and first.comm is None  # closed: its front-end model is released
+    assert "x-figure" in second._dom_classes and list(second.data[0].y) == [3, 4]

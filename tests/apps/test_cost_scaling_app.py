@@ -3,9 +3,13 @@
 import numpy as np
 import pytest
 
-from explorer.analysis.cost import cost
+from explorer.analysis.cost import OPS, cost
 from explorer.apps import CostScalingApp
+from explorer.apps.cost_scaling import _op_kwargs
 from explorer.bench.scaling import fit_exponent
+
+# every op but conv2d, whose n is an image side: at 2^10..2^11 the time guard refuses it
+SWEEP_OPS = tuple(op for op in OPS if op != "conv2d")
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +25,41 @@ def test_sweep_measures_every_point_and_fits(app):
     peaks = [m.peak_bytes for m in app.measurements if m.op == "attention_math"]
     assert ns == [64, 128, 256]
     slope, ci = fit_exponent(ns, peaks)  # independent refit of the same points
-    assert app.exponents["attention_math"]["memory"][0] == pytest.approx(slope, abs=1e-12)
+    assert app.exponents["attention_math"]["memory"] == pytest.approx(slope, abs=1e-12)
+    assert app.exponents["attention_math"]["memory_ci"] == pytest.approx(ci, abs=1e-12)
     assert 1.7 < slope < 2.1  # n^2 scores dominate the peak: exponent near 2 (scores + probabilities + O(n) terms)
 
 
-def test_analytic_memory_curve_is_unscaled_model(app):
-    line = next(t for t in app.figure.data if t.name == "attention_math analytic")
-    expected = [cost("attention_math", int(n), 16, window=min(128, int(n)), block=min(64, int(n))).peak_memory
-                for n in line.x]
-    np.testing.assert_allclose(line.y, expected, rtol=1e-12)
+@pytest.fixture(scope="module")
+def wide_sweep():
+    app = CostScalingApp(ops=SWEEP_OPS, min_log2=8, max_log2=11, d=64)
+    app.run_button.click()
+    return app
+
+
+@pytest.mark.parametrize("op", SWEEP_OPS)
+def test_measured_memory_exponent_matches_analytic(wide_sweep, op):
+    """The claim the memory plot makes: measured peak memory grows with the analytic model's exponent.
+
+    Heights differ (the measured peak leaves out the inputs; the sliding-window and block-sparse benchmark ops
+    store their chunked scores), so only the log-log slopes over n = 2^8 .. 2^11 are compared.
+    """
+    assert "data-points='32'" in wide_sweep.status.value
+    ns = [m.n for m in wide_sweep.measurements if m.op == op]
+    assert ns == [256, 512, 1024, 2048]
+    analytic, _ = fit_exponent(ns, [cost(op, n, **_op_kwargs(n, 64)).peak_memory for n in ns])
+    measured = wide_sweep.exponents[op]["memory"]
+    assert abs(measured - analytic) < 0.15, (op, measured, analytic)
+
+
+def test_analytic_memory_curve_goes_through_middle_point_with_model_shape(wide_sweep):
+    for op in SWEEP_OPS:
+        measured = next(t for t in wide_sweep.figure.data if t.name == f"{op} memory")
+        line = next(t for t in wide_sweep.figure.data if t.name == f"{op} analytic")
+        model = np.array([cost(op, int(n), **_op_kwargs(int(n), 64)).peak_memory for n in line.x])
+        mid = len(line.x) // 2
+        assert line.y[mid] == pytest.approx(measured.y[mid], rel=1e-12), op
+        np.testing.assert_allclose(np.array(line.y) / line.y[mid], model / model[mid], rtol=1e-12, err_msg=op)
 
 
 def test_guard_refuses_huge_sizes_without_running():
@@ -65,10 +95,15 @@ def test_gpu_benchmarks_read_both_files_and_skip_cpu_and_errors(tmp_path):
 
     from explorer.apps.cost_scaling import gpu_benchmarks
 
-    (tmp_path / "scaling_h100.json").write_text(json.dumps({
-        "metadata": {"device": "NVIDIA H100"}, "records": [{"op": "attention_math", "n": 1024, "median_s": 2e-4}]}))
+    # the metadata names the CUDA device whenever one exists, so each record's own device decides
+    (tmp_path / "scaling_h100.json").write_text(json.dumps({"metadata": {"device": "NVIDIA H100"}, "records": [
+        {"op": "attention_math", "n": 1024, "median_s": 2e-4, "device": "cuda", "batch": 2, "heads": 4},
+        {"op": "conv1d", "n": 1024, "median_s": 1e-3, "device": "cpu", "batch": 1, "heads": 1}]}))
     (tmp_path / "scaling_cpu.json").write_text(json.dumps({
-        "metadata": {"device": "cpu"}, "records": [{"op": "conv1d", "n": 1024, "median_s": 1e-3}]}))
+        "metadata": {"device": "cpu"}, "records": [{"op": "conv1d", "n": 1024, "median_s": 1e-3, "device": "cpu"}]}))
+    (tmp_path / "scaling_old.json").write_text(json.dumps({  # no "metadata": the record alone decides
+        "meta": {"device": "cpu"}, "records": [{"op": "linear_attention", "n": 512, "median_s": 1e-4,
+                                                "device": "cuda:1"}]}))
     base = {"mask": "full", "mode": "fwd", "device": "cuda:0", "batch": 4, "heads": 16, "d": 64, "dtype": "bfloat16",
             "error": None}
     (tmp_path / "attention_h100.json").write_text(json.dumps({"metadata": {"device": "NVIDIA H100"}, "records": [
@@ -81,5 +116,8 @@ def test_gpu_benchmarks_read_both_files_and_skip_cpu_and_errors(tmp_path):
     records = gpu_benchmarks(tmp_path)
     assert [(r["op"], r["n"], r["label"], r["device_name"]) for r in records] == [
         ("attention_math", 1024, "attention_math", "NVIDIA H100"),
+        ("linear_attention", 512, "linear_attention", "cuda:1"),
         ("attention_fused", 4096, "ours d=64 bfloat16", "NVIDIA H100")]
-    assert records[1]["median_s"] == pytest.approx(1.28e-3 / (4 * 16), rel=1e-12)
+    assert records[0]["median_s"] == pytest.approx(2e-4 / (2 * 4), rel=1e-12)  # per sequence and head
+    assert records[1]["median_s"] == pytest.approx(1e-4, rel=1e-12)  # batch and heads default to 1
+    assert records[2]["median_s"] == pytest.approx(1.28e-3 / (4 * 16), rel=1e-12)

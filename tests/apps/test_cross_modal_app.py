@@ -7,8 +7,7 @@ import torch
 from explorer import record
 from explorer.analysis import attention_localisation, stack_patterns, upsample_patches
 from explorer.apps import CrossModalApp
-from explorer.apps.cross_modal import query_text
-from explorer.data.shapes import ANSWERS, generate_scene, tokenize
+from explorer.data.shapes import ANSWERS, generate_scene, question, tokenize
 from explorer.viz.cross_modal import normalise
 
 
@@ -45,7 +44,7 @@ def test_new_scene_question_layer_and_token(app):
     app.new_scene.click()
     assert app.seed.value == 4 and not np.array_equal(np.asarray(app.figure.data[0].z), image_before)
     app.kind.value = "colour_of_shape"
-    assert app.query.value == query_text("colour_of_shape", app.target.value)
+    assert app.query.value == question("colour_of_shape", app.target.value)
     assert app.query.value.startswith("what colour is the")
     overlay = np.asarray(app.figure.data[1].z).copy()
     app.layer.value = 2
@@ -71,3 +70,20 @@ def test_question_about_absent_object_has_no_score():
 def test_bad_constructor_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="explorer.train.cross_modal"):
         CrossModalApp(weights=tmp_path)
+
+
+def test_verdict_judges_the_answer_against_what_the_question_asks():
+    """A colour given to a shape question is wrong, even though it names the object's colour (it used to pass as
+    correct because the truth was picked by the answer's type)."""
+    app = CrossModalApp(seed=3, n_objects=1)
+    obj = app.scene.objects[0]
+    app.query.value = question("shape_of_colour", obj.colour)
+    probs = torch.zeros(len(ANSWERS))
+    probs[ANSWERS.index(obj.colour)] = 1.0  # the model "answers" the object's colour
+    app.probs = probs
+    app._update_text()
+    assert f"wrong ✗ (it is {obj.shape})" in app.answer.value
+    probs[:] = 0.0
+    probs[ANSWERS.index(obj.shape)] = 1.0
+    app._update_text()
+    assert "correct ✓" in app.answer.value

@@ -8,8 +8,6 @@ import torch
 from explorer.bench import attention as bench
 from explorer.masks import causal, full, sliding_window
 
-pytest.importorskip("explorer.kernels")
-
 
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 100])
 def test_pairs_full_and_causal_match_dense_masks(n):

@@ -1,4 +1,9 @@
-"""explorer.bench.scaling: every op against a dense reference, the CPU peak-memory tracker, the exponent fit, CLI."""
+"""explorer.bench.scaling: every op against an independent reference, the CPU peak-memory tracker, the exponent fit,
+CLI.
+
+Attention ops are checked against ``kernels.attention_reference`` (dense, ``explorer.masks`` window convention) and
+block-sparse against a dense ``explorer.masks.block_sparse`` mask, so the benchmark's windows are the library's.
+"""
 
 import json
 import math
@@ -7,8 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from explorer.analysis.cost import sliding_window_pairs
 from explorer.bench import scaling
 from explorer.bench.scaling import OPS, PeakMemoryMode, fit_exponent, make_op, measure, peak_memory
+from explorer.masks import block_sparse
+from explorer.kernels import attention_reference
 
 ATOL = 1e-4  # fp32, small n
 MB = 2**20
@@ -34,14 +42,12 @@ def reference(op, fn, kernel_size=3, window=8, block=8):
         return F.conv1d(F.pad(signal, (n - 1, 0)), h.flip(-1).unsqueeze(1), groups=channels)
     q, k, v = x["q"], x["k"], x["v"]
     n = q.shape[-2]
-    i = torch.arange(n).view(-1, 1)
-    j = torch.arange(n).view(1, -1)
     if op in ("attention_math", "attention_fused"):
-        return dense_attention(q, k, v, torch.ones(n, n, dtype=torch.bool))
+        return attention_reference(q, k, v).out
     if op == "sliding_window_attention":
-        return dense_attention(q, k, v, (i - j).abs() <= window // 2)
+        return attention_reference(q, k, v, window=window).out
     if op == "block_sparse_attention":
-        return dense_attention(q, k, v, (i // block) == (j // block))
+        return dense_attention(q, k, v, block_sparse(block, global_tokens=()).dense(n, n))
     if op == "linear_attention":  # quadratic form of the same kernel
         phi_q, phi_k = F.elu(q) + 1, F.elu(k) + 1
         a = phi_q @ phi_k.transpose(-2, -1)
@@ -61,6 +67,23 @@ def test_sliding_window_edge_windows(window):
     fn = make_op("sliding_window_attention", 37, d=4, window=window)
     torch.testing.assert_close(fn(), reference("sliding_window_attention", fn, window=window),
                                atol=ATOL, rtol=1e-4)  # fp32
+
+
+@pytest.mark.parametrize("n, window", [(37, 1), (37, 2), (37, 7), (37, 16), (64, 37), (128, 128)])
+def test_sliding_window_mask_sees_window_keys(n, window):
+    """The chunked mask allows exactly ``sliding_window_pairs`` pairs, the count the analytic model uses."""
+    chunk = min(n, window)
+    mask = scaling._window_mask(n, window, chunk)
+    real_queries = (torch.arange(mask.shape[0] * chunk) < n).view(-1, chunk, 1)
+    assert int((mask & real_queries).sum()) == sliding_window_pairs(n, window)
+
+
+def test_attention_d_is_model_width():
+    """As in ``cost``: ``d`` is the model width, split over ``heads`` heads of width ``d // heads``."""
+    fn = make_op("attention_math", 16, d=8, heads=2)
+    assert fn.inputs["q"].shape == (1, 2, 16, 4)
+    with pytest.raises(ValueError, match="heads"):
+        make_op("attention_math", 16, d=10, heads=3)
 
 
 def test_sliding_window_chunk_independent():
@@ -164,4 +187,4 @@ def test_cli_smoke(tmp_path, capsys):
     assert {"date", "torch", "device"} <= set(payload["metadata"])
     assert len(payload["records"]) == 6
     assert set(payload["exponents"]) == {"attention_math", "linear_attention"}
-    assert "peak MB" in capsys.readouterr().out
+    assert "peak MiB" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from explorer.analysis.cost import cost
-from explorer.apps.cost_scaling import DEFAULT_OPS
+from explorer.apps.cost_scaling import DEFAULT_OPS, _op_kwargs
 from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
 
 pytestmark = pytest.mark.browser
@@ -25,7 +25,7 @@ def test_sweep_plots_points_and_guard_refuses(cost_page):
     start = time.perf_counter()
     page.locator("button.cost-run").click()
     page.wait_for_selector(".cost-status .cost-done", timeout=120_000)
-    # every selected op's measured-time trace holds its 4 points (traces are pre-created and filled in place)
+    # every selected op's measured-time trace holds its 4 points (each sweep draws a fresh figure widget)
     page.wait_for_function(f"""() => {{
         const data = document.querySelector('{FIGURE}').data;
         return {list(DEFAULT_OPS)!r}.every(op => {{ const t = data.find(t => t.name === op); return t && t.x.length === 4; }});
@@ -39,12 +39,16 @@ def test_sweep_plots_points_and_guard_refuses(cost_page):
     memory = page.evaluate(f"() => Array.from(document.querySelector('{FIGURE}').data.find("
                            "t => t.name === 'attention_math memory').y)")
     assert len(memory) == 4 and all(b > a for a, b in zip(memory, memory[1:]))
-    # the analytic memory line on the page is the library's model, unscaled
-    line = page.evaluate(f"() => {{ const t = document.querySelector('{FIGURE}').data.find("
-                         "t => t.name === 'attention_math analytic'); return [Array.from(t.x), Array.from(t.y)]; }")
-    for n, y in zip(*line):
-        expected = cost("attention_math", int(n), 64, window=min(128, int(n)), block=min(64, int(n))).peak_memory
-        assert y == pytest.approx(expected, rel=1e-9)
+    # each analytic memory line on the page goes through its middle measured point with the library model's shape
+    traces = page.evaluate(f"() => Object.fromEntries(document.querySelector('{FIGURE}').data.map("
+                           "t => [t.name, [Array.from(t.x), Array.from(t.y)]]))")
+    for op in DEFAULT_OPS:
+        (xs, ys), (_, measured) = traces[f"{op} analytic"], traces[f"{op} memory"]
+        mid = len(xs) // 2
+        assert len(xs) == 4 and ys[mid] == pytest.approx(measured[mid], rel=1e-9), op
+        model = [cost(op, int(n), **_op_kwargs(int(n), 64)).peak_memory for n in xs]
+        for y, c in zip(ys, model):
+            assert y / ys[mid] == pytest.approx(c / model[mid], rel=1e-9), op
     assert page.locator(".cost-exponents tr").count() == 1 + 5
 
     page.locator(".cost-calc-n input").fill("65536")

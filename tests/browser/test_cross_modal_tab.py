@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import pytest
@@ -9,8 +10,7 @@ import torch
 
 from explorer import record
 from explorer.analysis import stack_patterns, upsample_patches
-from explorer.apps.cross_modal import query_text
-from explorer.data.shapes import generate_scene, tokenize
+from explorer.data.shapes import generate_scene, question, tokenize
 from explorer.models.cross_modal import load_cross_modal
 from explorer.viz.cross_modal import normalise
 from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
@@ -26,8 +26,10 @@ def _trace_z(page, index: int) -> torch.Tensor:
         "Array.isArray(v) || ArrayBuffer.isView(v) ? Array.from(v) : v))", index), dtype=torch.float32)
 
 
+@functools.lru_cache(maxsize=None)
 def _expected_overlay(seed: int, text: str) -> torch.Tensor:
-    """Layer 1, answer token, heads averaged, normalised: computed from the library, not the page."""
+    """Layer 1, answer token, heads averaged, normalised: computed from the library, not the page (cached: the
+    poll below asks again every 100 ms)."""
     model, _card = load_cross_modal()
     scene = generate_scene(seed, size=model.config.image_size, n_objects=3)
     with torch.no_grad(), record(model, "*.cross_attn.hook_pattern") as trace:
@@ -86,7 +88,7 @@ def test_new_scene_and_question_change_the_overlay(xm_page):
     page.locator(".xm-kind select").select_option(label="what colour is the <shape>")
     page.wait_for_function("() => document.querySelector('.xm-answer').innerText.includes('what colour is the')",
                            timeout=30_000)
-    assert page.locator(".xm-query input").input_value() == query_text(
+    assert page.locator(".xm-query input").input_value() == question(
         "colour_of_shape", page.locator(".xm-target select").input_value())
     overlay_question = _wait_overlay(page, seed + 1)
     assert not torch.allclose(overlay_question, overlay_scene)

@@ -8,14 +8,10 @@ The random-case tests record their largest errors in :data:`MAX_ERRORS`; the tab
 session (``pytest tests/kernels -q`` shows it).
 """
 
-import os
 from collections import defaultdict
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():  # tests/conftest.py has set it already in a full run; this covers running alone
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # (device, dtype) -> quantity -> largest absolute error seen; CASES_RUN counts cases per (device, dtype)
 MAX_ERRORS: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))

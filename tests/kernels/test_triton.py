@@ -19,12 +19,12 @@ from explorer.kernels import fused as fused_module
 
 from .conftest import CASES_RUN, MAX_ERRORS, MAX_RELATIVE
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1" and not torch.cuda.is_available()
+# Without CUDA these always run (tests/conftest.py switches the interpreter on); a wrong TRITON_INTERPRET fails them
 needs_interpreter = pytest.mark.skipif(
-    not INTERPRETING, reason="runs the Triton interpreter on CPU (CUDA machines run the cuda-marked tests)"
+    torch.cuda.is_available(), reason="runs the Triton interpreter on CPU (CUDA machines run the cuda-marked tests)"
 )
 needs_cuda = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-pytest.importorskip("triton")
+import triton  # noqa: E402,F401  -- installed by the test extra: a missing triton must fail, not skip
 
 KINDS = [
     "none", "causal", "window_causal", "window_centred", "padding", "padding_causal", "padding_window",
@@ -111,9 +111,10 @@ TOLERANCES = {
     # softmax, blocked matmuls) over <= 500 keys, a few fp32 ulps of the largest value. The exponent argument
     # s·log2(e) (|.| up to ~20) is rounded to fp32 before exp2: ~1e-6 relative error in each P, hence rtol 1e-5 on
     # the mean distance (values up to 500). Gradients: dS = P∘(dP - Δ) cancels when a row is nearly one-hot
-    # (window 1), leaving fp32 rounding of |dP| ~ 10: atol 5e-5.
+    # (window 1), leaving fp32 rounding of |dP| ~ 10: atol 5e-5, plus the same 1e-5 relative as the outputs
+    # (measured: 2.8e-6 of max|ref|).
     torch.float32: dict(out=(1e-5, 1e-5), lse=(1e-5, 1e-6), entropy=(2e-5, 1e-5), mean_distance=(1e-5, 1e-5),
-                        histogram=(1e-5, 0), dq=(5e-5, 1e-4), dk=(5e-5, 1e-4), dv=(5e-5, 1e-4)),
+                        histogram=(1e-5, 0), dq=(5e-5, 1e-5), dk=(5e-5, 1e-5), dv=(5e-5, 1e-5)),
     # fp16: the scores and statistics still come from exact fp16 products accumulated in fp32, so lse and the
     # statistics keep fp32 tolerances; P (and dS) are rounded to fp16 (2^-11 relative) before the matmuls with
     # V (and Q, K), and out/grads are stored in fp16: a few fp16 ulps of the largest value
