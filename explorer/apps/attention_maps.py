@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from explorer.apps._bokeh import BokehWidget
 from explorer.apps._callbacks import guarded
 from explorer.analysis import (attention_rollout, downsample_pattern, head_entropy, mean_attention_distance,
                                sink_share, special_token_mask, stack_patterns, streamed_statistics)
@@ -19,8 +20,8 @@ from explorer.hooks import record
 from explorer.kernels import AttentionStats, distance_buckets
 from explorer.masks import causal, sliding_window
 from explorer.models import load_pretrained
-from explorer.viz.attention import (attention_heatmap, bar_colours, head_stats_figure,
-                                    head_view_data, head_view_figure, heatmap_axes, load_bokehjs, mask_veil,
+from explorer.viz.attention import (HEAD_VIEW_NAMES, attention_heatmap, bar_colours, head_stats_figure,
+                                    head_view_data, head_view_figure, head_view_y_range, heatmap_axes, mask_veil,
                                     model_view_figure, streamed_stats_figure, thumbnail_frame)
 from explorer.viz.export import download_link, export_image
 
@@ -115,12 +116,9 @@ class AttentionMapsApp:
         self.model_view = go.FigureWidget(model_view_figure(self._thumbs.numpy(), self._selected()))
         self.stats = go.FigureWidget(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)))
         self.histogram = go.FigureWidget(streamed_stats_figure(*self._streamed_panel()))
-        from jupyter_bokeh.widgets import BokehModel
-
-        load_bokehjs()
         self._head_plot, self._head_tokens, self._head_lines = head_view_figure(*self._head_view_columns(),
                                                                                height=950)
-        self.head_view = BokehModel(self._head_plot)
+        self.head_view = BokehWidget(self._head_plot)
         self.heatmap.add_class("attn-heatmap")
         self.model_view.add_class("attn-model-view")
         self.stats.add_class("attn-stats")
@@ -332,12 +330,14 @@ class AttentionMapsApp:
                 trace.y = values
                 trace.marker.color = colours
         token_cols, line_cols = self._head_view_columns()
+        y_range = head_view_y_range(token_cols)
+        # the Python figure stays the source of truth (exports re-serialise it); the page is updated in place
         self._head_tokens.selected.indices = []
         self._head_tokens.data = token_cols
         self._head_lines.data = line_cols
-        rows = len(token_cols["y"]) // 2
-        top = token_cols["y"][0] if token_cols["y"] else 0.0
-        self._head_plot.y_range.update(start=top - rows + 0.5, end=top + 0.5)
+        self._head_plot.y_range.update(start=y_range[0], end=y_range[1])
+        self.head_view.update(sources={HEAD_VIEW_NAMES["tokens"]: token_cols, HEAD_VIEW_NAMES["lines"]: line_cols},
+                              ranges={HEAD_VIEW_NAMES["y_range"]: y_range})
         self._update_status()
 
     def _update_status(self) -> None:
@@ -381,6 +381,7 @@ class AttentionMapsApp:
     def _on_export_format(self, change) -> None:
         # the bokeh head view exports through its own toolbar: SVG needs the SVG backend
         self._head_plot.output_backend = "svg" if change["new"] == "svg" else "canvas"
+        self.head_view.show(self._head_plot)
 
     def _on_export(self) -> None:
         if self.stats_only and self.export_what.value != "streamed":

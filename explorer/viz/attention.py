@@ -15,34 +15,18 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 __all__ = [
-    "load_bokehjs", "HEAD_COLOURS", "head_view_data", "head_view_figure", "attention_heatmap", "heatmap_axes",
-    "model_view_figure", "head_stats_figure", "streamed_stats_figure", "bucket_labels", "mask_veil",
-    "thumbnail_frame",
+    "HEAD_COLOURS", "HEAD_VIEW_NAMES", "head_view_data", "head_view_figure", "head_view_y_range",
+    "attention_heatmap", "heatmap_axes", "model_view_figure", "head_stats_figure", "streamed_stats_figure", "bucket_labels", "mask_veil",
+    "thumbnail_frame", "VEIL_SCALE",
 ]
 
 # 12 distinguishable colours (bertviz-like), cycled for more heads
 HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                 "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#ad494a"]
+VEIL_SCALE = [[0.0, "rgba(136,136,136,0)"], [1.0, "rgba(136,136,136,0.45)"]]  # masked cells: grey; others clear
 LABELLED_TOKENS = 64  # above this many tokens, axes show positions instead of token text
-
-
-_BOKEHJS_LOADED = False
-
-
-def load_bokehjs() -> None:
-    """Put BokehJS (inline, no CDN) into the notebook or Voila page once per kernel; ``BokehModel`` needs it."""
-    global _BOKEHJS_LOADED
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython ships with ipywidgets
-        return
-    if _BOKEHJS_LOADED or get_ipython() is None:
-        return
-    from bokeh.io import output_notebook
-    from bokeh.resources import INLINE
-
-    output_notebook(INLINE, hide_banner=True)
-    _BOKEHJS_LOADED = True
+# names of the head view's models that apps update in place (``BokehWidget.update``)
+HEAD_VIEW_NAMES = {"tokens": "head-tokens", "lines": "head-lines", "y_range": "head-y-range"}
 
 
 def head_view_data(tokens: Sequence[str], pattern: np.ndarray, heads: Sequence[int], start: int = 0,
@@ -116,13 +100,12 @@ def head_view_figure(token_cols: dict, line_cols: dict, height: int | None = Non
     from bokeh.models import ColumnDataSource, CustomJS, Range1d, SaveTool, TapTool
     from bokeh.plotting import figure
 
-    tokens = ColumnDataSource(token_cols)
-    lines = ColumnDataSource(line_cols)
-    rows = max(len(token_cols["y"]) // 2, 1)
-    top = token_cols["y"][0] if token_cols["y"] else 0.0
-    fig = figure(width=420, height=height or min(60 + 18 * rows, 950), tools=[SaveTool()], toolbar_location="above",
-                 x_range=Range1d(-0.55, 1.55), y_range=Range1d(top - rows + 0.5, top + 0.5),
-                 title="head view: click a token to isolate its attention")
+    tokens = ColumnDataSource(token_cols, name=HEAD_VIEW_NAMES["tokens"])
+    lines = ColumnDataSource(line_cols, name=HEAD_VIEW_NAMES["lines"])
+    fig = figure(width=420, height=height or min(60 + 18 * max(len(token_cols["y"]) // 2, 1), 950),
+                 tools=[SaveTool()], toolbar_location="above", x_range=Range1d(-0.55, 1.55),
+                 y_range=Range1d(*head_view_y_range(token_cols), name=HEAD_VIEW_NAMES["y_range"]),
+                 title="head view: click a token to isolate its attention", name="head-view")
     fig.axis.visible = False
     fig.grid.visible = False
     fig.outline_line_color = None
@@ -136,6 +119,13 @@ def head_view_figure(token_cols: dict, line_cols: dict, height: int | None = Non
     fig.add_tools(TapTool(renderers=[boxes]))
     tokens.selected.js_on_change("indices", CustomJS(args={"tokens": tokens, "lines": lines}, code=_ISOLATE_JS))
     return fig, tokens, lines
+
+
+def head_view_y_range(token_cols: dict) -> tuple[float, float]:
+    """(start, end) of the head view's y axis: one row per token of the window, the first at the top."""
+    rows = max(len(token_cols["y"]) // 2, 1)
+    top = token_cols["y"][0] if token_cols["y"] else 0.0
+    return top - rows + 0.5, top + 0.5
 
 
 def _side_view(source, side: str):
@@ -172,8 +162,7 @@ def attention_heatmap(pattern: np.ndarray, tokens: Sequence[str], blocked: np.nd
     fig = go.Figure([
         go.Heatmap(z=pattern, colorscale="Blues", zmin=0, colorbar={"title": "weight", "thickness": 12},
                    hovertemplate="query %{y} → key %{x}<br>weight %{z:.3f}<extra></extra>", name="attention"),
-        go.Heatmap(z=veil, colorscale=[[0, "#888"], [1, "#888"]], showscale=False, opacity=0.45,
-                   hoverinfo="skip", name="masked"),
+        go.Heatmap(z=veil, colorscale=VEIL_SCALE, zmin=0, zmax=1, showscale=False, hoverinfo="skip", name="masked"),
     ])
     axes = heatmap_axes(tokens, factor)
     fig.update_layout(title={"text": title, "font": {"size": 13}}, height=520, width=560,
@@ -184,13 +173,17 @@ def attention_heatmap(pattern: np.ndarray, tokens: Sequence[str], blocked: np.nd
 
 
 def mask_veil(blocked: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """The grey overlay of masked cells: 1 where ``blocked``, NaN (transparent) elsewhere; all NaN for no mask."""
+    """The grey overlay of masked cells: 1 where ``blocked``, 0 (transparent in :data:`VEIL_SCALE`) elsewhere.
+
+    Not NaN for "transparent": NaN is not JSON, and a ``FigureWidget`` holding it makes every message that carries
+    it fall back to a deprecated non-compliant serialisation (a warning on the notebook's stderr).
+    """
     if blocked is None:
-        return np.full(shape, np.nan, dtype=np.float32)
+        return np.zeros(shape, dtype=np.float32)
     blocked = np.asarray(blocked, dtype=bool)
     if blocked.shape != shape:
         raise ValueError(f"blocked must have the pattern's shape {shape}, got {blocked.shape}")
-    return np.where(blocked, 1.0, np.nan).astype(np.float32)
+    return blocked.astype(np.float32)
 
 
 def model_view_figure(thumbs: np.ndarray, selected: tuple[int, int] = (0, 0)) -> go.Figure:

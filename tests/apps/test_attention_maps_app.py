@@ -59,6 +59,11 @@ def test_head_view_lines_are_the_weights_above_threshold(app, reference):
     assert len(lines["w"]) == expected
     k = int(np.argmax(lines["w"]))
     assert lines["w"][k] == pytest.approx(float(reference[1, 3, lines["query"][k], lines["key"][k]]), abs=1e-6)
+    # the page's copy is updated in place with the same columns (the widget sends them, BokehJS draws them)
+    sent = app.head_view.sources
+    assert sent["head-lines"]["w"] == list(lines["w"]) and sent["head-tokens"]["text"] == list(app._head_tokens.data["text"])
+    start, end = app.head_view.ranges["head-y-range"]
+    assert end - start == len(app._head_tokens.data["y"]) // 2  # one row per token in the window
 
 
 def test_rollout_view(app, reference):
@@ -75,13 +80,13 @@ def test_mask_veil_and_zero_weights_outside_window(app):
     n = len(app.encoding.tokens)
     veil = np.asarray(app.heatmap.data[1].z, dtype=float)
     allowed = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :]) <= 1  # window 3 = |i - j| <= 1
-    assert np.array_equal(np.isnan(veil), allowed)
+    assert np.array_equal(veil == 0, allowed) and np.array_equal(veil == 1, ~allowed)  # 1 = grey, 0 = clear
     z = np.asarray(app.heatmap.data[0].z)
     assert np.all(z[~allowed] == 0)
     np.testing.assert_allclose(z, reference_patterns(SENTENCES["coreference"], MASKS[app.mask.value])[0, 0].numpy(),
                                atol=1e-6)
     app.mask.value = "full (as trained)"
-    assert np.all(np.isnan(np.asarray(app.heatmap.data[1].z, dtype=float)))
+    assert np.all(np.asarray(app.heatmap.data[1].z, dtype=float) == 0)  # nothing masked, no NaN (not JSON)
 
 
 def test_long_input_truncated_aggregated_and_windowed(app):
@@ -123,6 +128,9 @@ def test_export_gives_a_download_link(app, fmt, magic):
     assert match, app.message.value
     assert base64.b64decode(match.group(1)).startswith(magic)
     assert app._head_plot.output_backend == ("svg" if fmt == "svg" else "canvas")
+    # the page's head view is re-embedded with that backend (its toolbar's save button exports in it)
+    plot = next(r for r in app.head_view.spec["doc"]["roots"] if r["id"] == app._head_plot.id)
+    assert plot["attributes"].get("output_backend", "canvas") == app._head_plot.output_backend
 
 
 def test_bad_arguments():
