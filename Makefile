@@ -9,6 +9,7 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PORT    ?= 8866
+LAB_PORT ?= 8888
 HOST    ?= 127.0.0.1
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
@@ -23,7 +24,7 @@ export HF_HUB_OFFLINE := 1
 help:
 	@echo "make dashboard   serve notebooks/dashboard.ipynb with Voila at http://$(HOST):$(PORT)"
 	@echo "make test        unit tests + notebooks (nbval) + browser tests"
-	@echo "make lab         open the notebooks in JupyterLab"
+	@echo "make lab         open the notebooks in JupyterLab at http://$(HOST):$(LAB_PORT) (lesson 01 first)"
 	@echo "make screenshot  regenerate assets/dashboard.png"
 	@echo "make bench       run the benchmark scripts (hook overhead; fused attention, on a GPU when present)"
 
@@ -71,8 +72,10 @@ test-browser: setup browser
 	$(PY) -m pytest tests/browser -m browser -q -p no:cacheprovider
 
 # --- extras --------------------------------------------------------------------------------------------
+# JupyterLab refuses to start as root without --allow-root; root is the normal user in containers.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks --ServerApp.ip=$(HOST)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) \
+	  --LabApp.default_url=/lab/tree/01_receptive_fields.ipynb $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 screenshot: setup browser
 	$(PY) tests/browser/screenshot.py assets/dashboard.png

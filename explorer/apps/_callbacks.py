@@ -16,7 +16,9 @@ from collections.abc import Callable
 import ipywidgets as W
 import plotly.graph_objects as go
 
-__all__ = ["guarded", "error_html", "figure_slot", "redraw"]
+from explorer.apps._layout import figure_box, responsive
+
+__all__ = ["guarded", "error_html", "figure_widget", "figure_slot", "redraw"]
 
 log = logging.getLogger("explorer.apps")
 
@@ -55,11 +57,17 @@ def guarded(action: Callable[[], object], target: W.HTML, css: str, *, what: str
     return True
 
 
-def figure_slot(figure: go.Figure, css: str) -> tuple[go.FigureWidget, W.Box]:
-    """A ``FigureWidget`` of ``figure`` with class ``css``, inside a box that :func:`redraw` refills."""
-    widget = go.FigureWidget(figure)
+def figure_widget(figure: go.Figure, css: str) -> go.FigureWidget:
+    """A responsive ``FigureWidget`` of ``figure`` (width from its container) with class ``css``."""
+    widget = responsive(go.FigureWidget(figure))
     widget.add_class(css)
-    return widget, W.Box([widget])
+    return widget
+
+
+def figure_slot(figure: go.Figure, css: str, basis: int = 640, min_width: int = 300) -> tuple[go.FigureWidget, W.Box]:
+    """:func:`figure_widget` inside a flex box (``basis`` px when there is room) that :func:`redraw` refills."""
+    widget = figure_widget(figure, css)
+    return widget, figure_box(widget, basis, min_width)
 
 
 def redraw(slot: W.Box, figure: go.Figure, css: str) -> go.FigureWidget:
@@ -69,8 +77,7 @@ def redraw(slot: W.Box, figure: go.Figure, css: str) -> go.FigureWidget:
     browser was seen to miss such edits (the page kept the old data while the kernel held the new: the cost and
     cross-modal tabs' browser tests caught it). A new widget carries its data in its initial state instead.
     """
-    widget = go.FigureWidget(figure)
-    widget.add_class(css)
+    widget = figure_widget(figure, css)
     old = slot.children
     slot.children = (widget,)
     for child in old:

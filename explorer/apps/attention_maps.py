@@ -7,11 +7,11 @@ import time
 
 import ipywidgets as W
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from explorer.apps._bokeh import BokehWidget
-from explorer.apps._callbacks import guarded
+from explorer.apps._callbacks import figure_widget, guarded
+from explorer.apps._layout import WidthWatcher, figure_box, row
 from explorer.analysis import (attention_rollout, downsample_pattern, head_entropy, mean_attention_distance,
                                sink_share, special_token_mask, stack_patterns, streamed_statistics)
 from explorer.data import SENTENCES, long_text
@@ -77,7 +77,8 @@ class AttentionMapsApp:
 
         self.preset = W.Dropdown(options=list(PRESETS), value=None, description="examples", style=style,
                                  layout=W.Layout(width="380px"))
-        self.text = W.Textarea(value=text, placeholder="Type a sentence", layout=W.Layout(width="560px", height="64px"))
+        self.text = W.Textarea(value=text, placeholder="Type a sentence",
+                               layout=W.Layout(flex="1 1 420px", min_width="240px", max_width="640px", height="64px"))
         self.run_button = W.Button(description="Run model", button_style="primary", icon="play")
         self.mask = W.Dropdown(options=list(MASKS), value="full (as trained)", description="mask", style=style,
                                layout=W.Layout(width="380px"))
@@ -112,18 +113,18 @@ class AttentionMapsApp:
 
         self._rollouts: dict[str, torch.Tensor] = {}
         self._compute(text)
-        self.heatmap = go.FigureWidget(attention_heatmap(*self._matrix()))
-        self.model_view = go.FigureWidget(model_view_figure(self._thumbs.numpy(), self._selected()))
-        self.stats = go.FigureWidget(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)))
-        self.histogram = go.FigureWidget(streamed_stats_figure(*self._streamed_panel()))
+        self.heatmap = figure_widget(attention_heatmap(*self._matrix()), "attn-heatmap")
+        self.model_view = figure_widget(model_view_figure(self._thumbs.numpy(), self._selected()), "attn-model-view")
+        self.stats = figure_widget(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)),
+                                   "attn-stats")
+        self.histogram = figure_widget(streamed_stats_figure(*self._streamed_panel()), "attn-histogram")
         self._head_plot, self._head_tokens, self._head_lines = head_view_figure(*self._head_view_columns(),
                                                                                height=950)
         self.head_view = BokehWidget(self._head_plot)
-        self.heatmap.add_class("attn-heatmap")
-        self.model_view.add_class("attn-model-view")
-        self.stats.add_class("attn-stats")
-        self.histogram.add_class("attn-histogram")
-        self._maps = W.VBox([W.HBox([self.head_view, self.heatmap, self.stats]), W.HBox([self.model_view])])
+        # side by side where the page is wide, one under the other where it is not (JupyterLab beside a side panel)
+        self._maps = W.VBox([row([figure_box(self.head_view, 420, min_width=420), figure_box(self.heatmap, 520),
+                                  figure_box(self.stats, 380)]),
+                             row([figure_box(self.model_view, 860, max_width=980)])])
         self._maps.add_class("attn-maps")
         self.head_view.add_class("attn-head-view")
         for i, trace in enumerate(self.model_view.data):
@@ -139,16 +140,16 @@ class AttentionMapsApp:
         self._update_status()
 
         controls = W.VBox([
-            W.HBox([self.preset, self.mask]),
-            W.HBox([self.text, self.run_button]),
+            row([self.preset, self.mask]),
+            row([self.text, self.run_button]),
             self.notice,
             self.message,
-            W.HBox([self.layer, self.head, self.view, self.fusion]),
-            W.HBox([self.drop_special, self.window]),
+            row([self.layer, self.head, self.view, self.fusion]),
+            row([self.drop_special, self.window]),
             self.status,
         ])
-        export = W.HBox([W.HTML("<b>Export</b>&nbsp;"), self.export_what, self.export_format, self.export_button,
-                         self.export_output])
+        export = row([W.HTML("<b>Export</b>&nbsp;"), self.export_what, self.export_format, self.export_button,
+                      self.export_output], align="center")
         self.widget = W.VBox([
             controls,
             self._maps,
@@ -163,6 +164,7 @@ class AttentionMapsApp:
             W.HTML("<small>Head view: lines are weights ≥ 0.02; its toolbar's save button exports PNG, or SVG when "
                    "the export format is SVG. Matrix and model view of long inputs are averaged over token blocks "
                    "(the title says by how much).</small>"),
+            WidthWatcher(),
         ])
         self.widget.add_class("attn-app")
 

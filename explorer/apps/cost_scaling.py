@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.apps._callbacks import figure_slot, guarded, redraw
+from explorer.apps._layout import WidthWatcher, row
 from explorer.analysis.cost import OPS, cost
 from explorer.bench.scaling import fit_by_op, measure
 from explorer.guard import RequestRefused, check, human_bytes, memory_budget
@@ -114,17 +115,19 @@ class CostScalingApp:
             widget.add_class(name)
         self.measurements: list = []
         self.exponents: dict = {}
-        self.figure, self._figure_box = figure_slot(self._empty_figure(), "cost-figure")
+        self.figure, self._figure_box = figure_slot(self._empty_figure(), "cost-figure", basis=900, min_width=360)
         self.run_button.on_click(lambda _b: self._guarded(self.run))
         self.calc_button.on_click(lambda _b: self._guarded(self._calculate, self.calc_result))
         self.widget = W.VBox([
-            W.HBox([self.ops, W.VBox([self.sizes, self.d, W.HBox([self.run_button, self.progress]), self.status])]),
-            self._figure_box,
+            row([self.ops, W.VBox([self.sizes, self.d, row([self.run_button, self.progress], align="center"),
+                                   self.status], layout=W.Layout(flex="1 1 380px"))]),
+            row([self._figure_box]),
             self.table,
             W.HTML("<b>What fits in memory?</b> (analytic peak activations vs this kernel's budget, "
                    f"{human_bytes(memory_budget())})"),
-            W.HBox([self.calc_op, self.calc_n, self.calc_button]),
+            row([self.calc_op, self.calc_n, self.calc_button]),
             self.calc_result,
+            WidthWatcher(),
         ])
         self.widget.add_class("cost-app")
 
@@ -150,7 +153,7 @@ class CostScalingApp:
                                      name=f"{record['label']} ({record['device_name']})", showlegend=False), row=1, col=1)
         fig.update_xaxes(type="log", title="n (sequence length; image side for conv2d)")
         fig.update_yaxes(type="log")
-        fig.update_layout(height=430, width=980, margin={"l": 50, "r": 10, "t": 40, "b": 50},
+        fig.update_layout(height=430, margin={"l": 50, "r": 10, "t": 40, "b": 50},
                           legend={"font": {"size": 10}})
         return fig
 

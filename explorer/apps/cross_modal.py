@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from explorer.apps._callbacks import figure_slot, guarded, redraw
+from explorer.apps._layout import WidthWatcher, row
 from explorer.analysis import (attention_localisation, integrated_gradients, pixel_localisation, stack_patterns,
                                upsample_patches)
 from explorer.data.shapes import ANSWERS, COLOURS, SHAPES, VOCAB, generate_scene, question, tokenize
@@ -66,7 +67,8 @@ class CrossModalApp:
         self._busy = False
         self._make_scene()
         self._run()
-        self.figure, self._figure_slot = figure_slot(cross_modal_figure(*self._figure_arrays()), "xm-figure")
+        self.figure, self._figure_slot = figure_slot(cross_modal_figure(*self._figure_arrays()), "xm-figure",
+                                                     basis=640, min_width=360)
 
         self.new_scene.on_click(lambda _b: self._guarded(self._on_new_scene))
         for control in (self.seed, self.n_objects):
@@ -81,16 +83,18 @@ class CrossModalApp:
         card = self.card
         loc = card["localisation"]
         self.widget = W.VBox([
-            W.HBox([self.seed, self.new_scene, self.n_objects]),
-            W.HBox([self.kind, self.target]),
-            W.HBox([self.query, self.ask]),
+            row([self.seed, self.new_scene, self.n_objects], align="center"),
+            row([self.kind, self.target]),
+            row([self.query, self.ask]),
             self.message,
-            W.HBox([self.layer, self.token]),
-            W.HBox([self._figure_slot, W.VBox([self.answer, self.scores], layout=W.Layout(width="330px"))]),
+            row([self.layer, self.token]),
+            row([self._figure_slot, W.VBox([self.answer, self.scores], layout=W.Layout(flex="0 1 330px",
+                                                                                        min_width="280px"))]),
             W.HTML(f"<small>Model card: held-out accuracy {card.get('accuracy', float('nan')):.1%}; attention mass "
                    f"on the queried object {loc.get('mass', float('nan')):.1%} (chance "
                    f"{loc.get('chance_mass', float('nan')):.1%}). Vocabulary: {html.escape(' '.join(VOCAB[1:]))}"
                    f"</small>"),
+            WidthWatcher(),
         ])
         self.widget.add_class("xm-app")
 

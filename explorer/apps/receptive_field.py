@@ -9,7 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from explorer.apps._callbacks import guarded
+from explorer.apps._callbacks import figure_widget, guarded
+from explorer.apps._layout import WidthWatcher, row
 from explorer.analysis import effective_receptive_field, receptive_field
 from explorer.data import PHOTOS, load_photo
 from explorer.models import ConvStackConfig, build_conv_stack
@@ -91,8 +92,7 @@ class ReceptiveFieldApp:
         self._input = None  # (1, 3, height, width) float tensor fed to the network
         self._load_input()
         self._rebuild(config, centre=True)
-        self.figure = go.FigureWidget(self._make_figure())
-        self.figure.add_class("rf-figure")
+        self.figure = figure_widget(self._make_figure(), "rf-figure")
 
         for control in self._arch_controls:
             control.observe(self._on_arch, names="value")
@@ -103,8 +103,8 @@ class ReceptiveFieldApp:
 
         controls = W.VBox([W.HTML("<b>Network</b>"), *self._arch_controls, W.HTML("<b>Input and position</b>"),
                            self.photo, self.erf_input, self.row, self.col])
-        self.widget = W.VBox([W.HBox([controls, W.VBox([self.summary, self.message, self.table])]),
-                              self.figure])
+        readings = W.VBox([self.summary, self.message, self.table], layout=W.Layout(flex="1 1 360px"))
+        self.widget = W.VBox([row([controls, readings]), self.figure, WidthWatcher()])
         self.widget.add_class("rf-app")
 
     # --- what the sliders say ---------------------------------------------------------------------------

@@ -165,7 +165,7 @@ def attention_heatmap(pattern: np.ndarray, tokens: Sequence[str], blocked: np.nd
         go.Heatmap(z=veil, colorscale=VEIL_SCALE, zmin=0, zmax=1, showscale=False, hoverinfo="skip", name="masked"),
     ])
     axes = heatmap_axes(tokens, factor)
-    fig.update_layout(title={"text": title, "font": {"size": 13}}, height=520, width=560,
+    fig.update_layout(title={"text": title, "font": {"size": 13}}, height=520,
                       margin={"l": 80, "r": 10, "t": 50, "b": 80}, uirevision="heatmap")
     fig.update_xaxes(title="key", tickangle=-60, **axes, constrain="domain")
     fig.update_yaxes(title="query", autorange="reversed", scaleanchor="x", **axes, constrain="domain")
@@ -208,8 +208,10 @@ def model_view_figure(thumbs: np.ndarray, selected: tuple[int, int] = (0, 0)) ->
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.add_shape(type="rect", line={"color": "#e4572e", "width": 3}, **thumbnail_frame(selected, heads))
-    fig.update_layout(height=60 + 62 * layers, width=60 + 62 * heads, margin={"l": 10, "r": 30, "t": 40, "b": 10},
-                      title={"text": "model view: every layer × head (click one to open it)", "font": {"size": 13}},
+    # the title sits above the column titles (H1, H2, ...), which plotly puts just above the top row
+    fig.update_layout(height=80 + 62 * layers, margin={"l": 10, "r": 30, "t": 64, "b": 10},
+                      title={"text": "model view: every layer × head (click one to open it)", "font": {"size": 13},
+                             "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 8}},
                       uirevision="model-view")
     return fig
 
@@ -234,7 +236,7 @@ def head_stats_figure(entropy: np.ndarray, distance: np.ndarray, sink: np.ndarra
     for row, values in enumerate((entropy, distance, sink), start=1):
         fig.add_trace(go.Bar(x=heads, y=np.asarray(values, dtype=float), marker_color=bar_colours(len(heads), selected),
                              hovertemplate="head %{x}: %{y:.3f}<extra></extra>"), row=row, col=1)
-    fig.update_layout(height=520, width=420, showlegend=False, margin={"l": 40, "r": 10, "t": 40, "b": 40},
+    fig.update_layout(height=520, showlegend=False, margin={"l": 40, "r": 10, "t": 40, "b": 40},
                       uirevision="stats")
     fig.update_xaxes(title="head", row=3, col=1, dtick=1)
     return fig
@@ -273,8 +275,10 @@ def streamed_stats_figure(entropy: np.ndarray, distance: np.ndarray, histogram: 
     fig.update_yaxes(autorange="reversed", dtick=1, row=1, col=2)
     fig.update_yaxes(autorange="reversed", dtick=1, row=1, col=3)
     fig.update_xaxes(type="category", title="query–key distance (tokens)", row=1, col=3)
-    fig.update_layout(title={"text": title, "font": {"size": 13}}, height=360, width=980, showlegend=False,
-                      margin={"l": 50, "r": 10, "t": 60, "b": 50}, uirevision="streamed")
+    # the title sits above the three panel titles
+    fig.update_layout(title={"text": title, "font": {"size": 13}, "y": 1, "yref": "container", "yanchor": "top",
+                             "pad": {"t": 8}}, height=380, showlegend=False,
+                      margin={"l": 50, "r": 10, "t": 80, "b": 50}, uirevision="streamed")
     return fig
 
 

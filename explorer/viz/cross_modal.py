@@ -62,7 +62,7 @@ def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray,
     for k in range(len(maps)):
         axis = "" if k == 0 else str(k + 1)
         fig.layout[f"yaxis{axis}"].scaleanchor = f"x{axis}"
-    fig.update_layout(height=620, width=760, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
+    fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
                       uirevision="cross-modal", font={"size": 11})
     return fig
 

@@ -12,6 +12,9 @@ __all__ = ["FORMATS", "export_image", "download_link"]
 FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
 
 
+EXPORT_WIDTH = 1000  # px, for figures without a layout width (they fill their container on screen)
+
+
 def export_image(fig: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
     """Render a plotly figure (or FigureWidget) to PNG or SVG bytes with kaleido.
 
@@ -25,8 +28,10 @@ def export_image(fig: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
     figure = go.Figure(fig)  # a plain copy: FigureWidget state is not needed to draw
+    # figures take their width from the page; a file needs one (the width a wide screen gives them)
+    width = figure.layout.width or EXPORT_WIDTH
     try:
-        return figure.to_image(format=fmt, scale=scale if fmt == "png" else 1.0)
+        return figure.to_image(format=fmt, scale=scale if fmt == "png" else 1.0, width=width)
     except Exception as error:  # kaleido raises several types when Chromium is absent
         raise RuntimeError(f"export needs kaleido and Chromium (Debian: apt-get install chromium; or make browser): "
                            f"{type(error).__name__}: {error}") from error

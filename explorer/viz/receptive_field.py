@@ -57,8 +57,8 @@ def receptive_field_figure(image: np.ndarray, erf: np.ndarray, rf_box: Box, erf_
     if erf.shape != image.shape[:2]:
         raise ValueError(f"erf must have shape {image.shape[:2]} like the image, got {erf.shape}")
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06,
-                        subplot_titles=("input photo: theoretical field (solid), 95% of ERF (dashed)",
-                                        "effective receptive field |∂y/∂x| (zoomed on the box)"))
+                        subplot_titles=("input photo<br>theoretical field (solid), 95% of ERF (dashed)",
+                                        "effective receptive field |∂y/∂x|<br>(zoomed on the box)"))
     fig.add_trace(go.Image(z=image, hoverinfo="skip", name="photo"), row=1, col=1)
     fig.add_trace(go.Heatmap(z=erf, colorscale="Viridis", showscale=False, name="ERF",
                              hovertemplate="row %{y}, col %{x}<br>share %{z:.2e}<extra></extra>"), row=1, col=2)
@@ -76,7 +76,7 @@ def receptive_field_figure(image: np.ndarray, erf: np.ndarray, rf_box: Box, erf_
     fig.layout.yaxis.update(range=[height - 0.5, -0.5], showgrid=False, scaleanchor="x", constrain="domain")
     fig.layout.xaxis2.update(range=zoom_x, showgrid=False, constrain="domain")
     fig.layout.yaxis2.update(range=zoom_y, showgrid=False, scaleanchor="x2", constrain="domain")
-    fig.update_layout(height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 56, "b": 10}, showlegend=False,
                       uirevision="rf", font={"size": 11})
     return fig
 

@@ -22,9 +22,16 @@ KNOWN_OFFLINE = ("https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@",)
 
 
 @pytest.fixture(scope="session")
-def dashboard_page():
+def browser():
+    """One Chromium for the session (Playwright's sync API allows one running instance per thread)."""
+    with chromium() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def dashboard_page(browser):
     """The dashboard loaded in headless Chromium; page errors and console errors are collected."""
-    with voila_server() as url, chromium() as browser:
+    with voila_server() as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.errors = []  # type: ignore[attr-defined]
         page.slow_inits = 0  # type: ignore[attr-defined]

@@ -25,6 +25,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_up(proc: subprocess.Popen, answers, what: str, log: Path, timeout: float) -> None:
+    """Poll ``answers()`` (raises OSError while the server is not up) until it returns; fail early if ``proc``
+    exits, with the end of its ``log``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            answers()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.3)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Terminate ``proc``; kill it if it has not exited within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def voila_server(notebook: str = "dashboard.ipynb", timeout: float = 120.0) -> Iterator[str]:
     """Serve ``notebooks/<notebook>`` with Voila (config from notebooks/voila.json); yield its URL."""
@@ -37,25 +63,11 @@ def voila_server(notebook: str = "dashboard.ipynb", timeout: float = 120.0) -> I
     )
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"voila exited with {proc.returncode}:\n{log.read()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"voila did not answer on {url} within {timeout:.0f} s") from None
-                time.sleep(0.3)
+        wait_until_up(proc, lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close(),
+                      f"voila on {url}", Path(log.name), timeout)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout=15)
         log.close()
         os.unlink(log.name)
 

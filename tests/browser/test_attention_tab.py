@@ -12,6 +12,7 @@ from explorer.analysis import stack_patterns
 from explorer.apps.attention_maps import HEATMAP_MAX, PRESETS
 from explorer.models import load_pretrained
 from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
+from tests.browser.head_view import click_token_and_check, view_ready
 
 pytestmark = pytest.mark.browser
 
@@ -95,6 +96,27 @@ def test_model_view_click_opens_head(attention_page):
     # subplot of layer 4, head 6 is number 3 * 12 + 6 = 42 (plotly numbers subplots from 1)
     page.locator(".attn-model-view .draglayer g.x42y42 .nsewdrag").click()
     _wait_title(page, "layer 4, head 6")
+
+
+def test_head_view_click_isolates_a_tokens_lines(attention_page):
+    page = attention_page
+    page.locator(".attn-text textarea").fill(SENTENCE)
+    page.locator("button.attn-run").click()
+    reference = _patterns(SENTENCE)
+    tokens = load_pretrained().tokenizer.encode(SENTENCE).tokens
+    _wait_tokens(page, len(tokens))
+    page.locator(".attn-head select").select_option(label="all (mean)")
+    handle = page.locator(".attn-layer .noUi-handle")
+    handle.focus()
+    for _ in range(6):
+        handle.press("ArrowLeft")
+    _wait_title(page, "layer 1, mean of all heads")
+    view_ready(page)
+    start = time.perf_counter()
+    checked = click_token_and_check(page, tokens, reference[0], query=tokens.index("it"))
+    TIMINGS["voila head view: click, check and restore (s)"] = time.perf_counter() - start
+    TIMINGS["voila head view: strong lines checked in pixels"] = checked["strong lines checked in pixels"]
+    assert page.errors == []
 
 
 @pytest.mark.parametrize("preset, n_tokens", [("long text (128 tokens)", 128),

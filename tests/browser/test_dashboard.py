@@ -12,10 +12,12 @@ from explorer.analysis import receptive_field
 from explorer.apps import ReceptiveFieldApp
 from explorer.models import build_conv_stack
 from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
+from tests.browser.dashboard_server import ROOT
 
 pytestmark = pytest.mark.browser
 
 PLOT = ".rf-figure.js-plotly-plot"  # the FigureWidget element is the plotly graph div
+ARTIFACTS = ROOT / "tests" / "browser" / "_artifacts"
 
 
 @pytest.fixture
@@ -71,23 +73,29 @@ def _wait_for_box(page, x0: float, x1: float, timeout: float = 30_000) -> None:
         "return Math.abs(s.x0 - x0) < 1e-6 && Math.abs(s.x1 - x1) < 1e-6; }", arg=[x0, x1], timeout=timeout)
 
 
-def test_slider_changes_plot_and_number(rf_page):
-    page = rf_page
-    before_shape, before_size = _rf_shape(page), _rf_size(page)
-    layers_before = int(page.locator(".rf-layers .widget-readout").inner_text())
-    layers_after = layers_before + 2
+def add_layers_and_wait(page, presses: int = 2):
+    """Press the "conv layers" slider right ``presses`` times; wait until the page shows the library's field size
+    and draws the library's box for the (rescaled) output position. Returns the library's field."""
+    layers = int(page.locator(".rf-layers .widget-readout").inner_text()) + presses
     # The library's field for the new setting; the page must end up drawing exactly that box.
-    expected = receptive_field(build_conv_stack(replace(ReceptiveFieldApp.DEFAULT, layers=layers_after))).output
-    start = time.perf_counter()
-    _press(page, "rf-layers", "ArrowRight", 2)
+    expected = receptive_field(build_conv_stack(replace(ReceptiveFieldApp.DEFAULT, layers=layers))).output
+    _press(page, "rf-layers", "ArrowRight", presses)
     page.wait_for_function("(n) => document.querySelector('.rf-summary .rf-size')?.dataset.size == n",
                            arg=str(expected.size[0]), timeout=30_000)
     # the position sliders were rescaled to the new output size; the box must be the library's for that position
     col = int(page.locator(".rf-col .widget-readout").inner_text())
     (c0, c1) = expected.box((0, col))[1]
     _wait_for_box(page, c0 - 0.5, c1 + 0.5)
+    assert int(page.locator(".rf-layers .widget-readout").inner_text()) == layers
+    return expected
+
+
+def test_slider_changes_plot_and_number(rf_page):
+    page = rf_page
+    before_shape, before_size = _rf_shape(page), _rf_size(page)
+    start = time.perf_counter()
+    expected = add_layers_and_wait(page, 2)
     TIMINGS["layers slider (2 key presses) to final plot (s)"] = time.perf_counter() - start
-    assert int(page.locator(".rf-layers .widget-readout").inner_text()) == layers_after
     after_shape, after_size = _rf_shape(page), _rf_size(page)
     assert after_size == expected.size[0] > before_size
     # the drawn box is that many pixels wide (the rectangle spans pixel edges: size = x1 - x0)
@@ -108,6 +116,28 @@ def test_position_slider_moves_box(rf_page):
     TIMINGS["position slider (5 key presses) to final plot (s)"] = time.perf_counter() - start
     assert int(page.locator(".rf-col .widget-readout").inner_text()) == col - 5
     assert page.errors == []
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_every_tab_fits_its_width(dashboard_page, width):
+    """As in JupyterLab: no figure or control wider than the page's output area, no overlapping titles."""
+    from explorer.apps.dashboard import TABS
+    from tests.browser.lab import layout_problems
+
+    page = dashboard_page
+    page.set_viewport_size({"width": width, "height": 1000})
+    try:
+        problems = {}
+        for title, _factory in TABS:
+            open_tab(page, title, ".js-plotly-plot .main-svg >> visible=true")
+            page.wait_for_timeout(1000)  # the width watcher's resize event, plotly's relayout
+            problems[title] = layout_problems(page)
+            page.screenshot(path=str(ARTIFACTS / f"voila-{title.lower().replace(' ', '-')}-{width}.png"),
+                            full_page=True)
+        assert problems == {title: [] for title, _factory in TABS}
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        open_tab(page, "Receptive fields", f"{PLOT} .main-svg")
 
 
 def test_every_app_has_its_tab(dashboard_page):

@@ -3,11 +3,14 @@
 nbval itself runs the notebooks (``make test-notebooks``); these checks keep them fit for that and for teachers.
 """
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from tests.notebooks.env_check import SOURCE as ENV_CHECK
 from tests.notebooks.store_outputs import CHECK
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -46,5 +49,27 @@ def test_outputs_stored_only_where_nbval_checks(path):
 
 def test_dashboard_only_instantiates_apps():
     cells = _code(nbformat.read(NOTEBOOKS / "dashboard.ipynb", as_version=4))
-    assert len(cells) == 1 and cells[0].source.strip().splitlines() == [
+    assert len(cells) == 2 and cells[0].source == ENV_CHECK and cells[1].source.strip().splitlines() == [
         "from explorer.apps import dashboard", "", "dashboard()"]
+
+
+@pytest.mark.parametrize("path", [*LESSONS, NOTEBOOKS / "dashboard.ipynb"], ids=lambda p: p.name)
+def test_first_code_cell_checks_the_kernel(path):
+    assert _code(nbformat.read(path, as_version=4))[0].source == ENV_CHECK
+
+
+def test_kernel_without_the_project_gets_one_sentence():
+    # the base interpreter with no site-packages at all stands in for a kernel that lacks the project
+    base = getattr(sys, "_base_executable", sys.executable)
+    run = subprocess.run([base, "-I", "-S", "-c", ENV_CHECK], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.count("Traceback") == 1 and "During handling" not in run.stderr  # one error, no chain
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: This kernel lacks explorer, torch, ipywidgets, plotly, anywidget, "
+                           "bokeh: open the notebooks with `make lab` in the repository")
+    assert last.count(". ") == 0 and last.endswith("environment).")  # one sentence
+
+
+def test_kernel_with_the_project_passes_silently(capsys):
+    exec(compile(ENV_CHECK, "env_check", "exec"), {})
+    assert capsys.readouterr() == ("", "")

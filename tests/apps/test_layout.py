@@ -1,0 +1,63 @@
+"""Every app adapts to its width: rows wrap, figures have no fixed width and follow their container.
+
+The browser suites measure the result (no figure or control wider than its output area at 1280 and 1920 px, in
+JupyterLab and Voila); this checks the structure that makes it so, for every app, without a browser.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as W
+import plotly.graph_objects as go
+import pytest
+
+from explorer.apps import CostScalingApp, CrossModalApp, ReceptiveFieldApp
+from explorer.apps._bokeh import BokehWidget
+from explorer.apps._layout import WidthWatcher, figure_box, row
+
+
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()) or ():
+        yield from _walk(child)
+
+
+@pytest.fixture(scope="module", params=["receptive_field", "cross_modal", "cost_scaling", "attention_maps"])
+def app(request):
+    if request.param == "attention_maps":
+        from explorer.apps import AttentionMapsApp
+
+        return AttentionMapsApp()
+    return {"receptive_field": ReceptiveFieldApp, "cross_modal": CrossModalApp,
+            "cost_scaling": CostScalingApp}[request.param]()
+
+
+def test_figures_take_their_width_from_the_page(app):
+    figures = [w for w in _walk(app.widget) if isinstance(w, go.FigureWidget)]
+    assert figures
+    for figure in figures:
+        assert figure.layout.width is None, "a fixed width overflows JupyterLab's narrower main area"
+        assert figure._config.get("responsive") is True
+
+
+def test_rows_wrap_and_the_app_watches_its_width(app):
+    widgets = list(_walk(app.widget))
+    rows = [w for w in widgets if isinstance(w, W.HBox)]
+    assert rows and all(r.layout.flex_flow == "row wrap" for r in rows)
+    assert sum(isinstance(w, WidthWatcher) for w in widgets) == 1
+    # fixed pixel widths only on controls that fit any page (<= 420 px), and on the bokeh head view (420 px)
+    for w in widgets:
+        width = getattr(getattr(w, "layout", None), "width", None) if not isinstance(w, go.FigureWidget) else None
+        if isinstance(width, str) and width.endswith("px"):
+            assert float(width[:-2]) <= 420, (type(w).__name__, width)
+        if isinstance(w, BokehWidget):
+            assert w.spec["doc"]["roots"][0]["attributes"]["width"] <= 420
+
+
+def test_row_and_figure_box():
+    a, b = W.HTML("a"), W.HTML("b")
+    box = row([a, b])
+    assert box.children == (a, b) and box.layout.flex_flow == "row wrap" and box.layout.width == "100%"
+    item = figure_box(a, 500, min_width=320, max_width=900)
+    assert item.layout.flex == "1 1 500px" and item.layout.min_width == "320px"
+    assert item.layout.max_width == "min(100%, 900px)" and item.layout.flex_flow == "column"
+    assert figure_box(b, 400).layout.max_width == "100%"
