@@ -1,31 +1,73 @@
-"""The Voila dashboard: one tab per app. ``notebooks/dashboard.ipynb`` only calls :func:`dashboard`."""
+"""The Voila dashboard: one tab per app, each app built when its tab is first opened.
+
+``notebooks/dashboard.ipynb`` only calls :func:`dashboard`. Building every app at kernel start cost every visitor
+the attention tab's pretrained model and all four apps' figures before the first plot; now the first tab is built
+at once and each other tab on first selection (its module imported then too).
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+
 import ipywidgets as W
 
-from explorer.apps.attention_maps import AttentionMapsApp
-from explorer.apps.cost_scaling import CostScalingApp
-from explorer.apps.cross_modal import CrossModalApp
-from explorer.apps.receptive_field import ReceptiveFieldApp
+from explorer.apps._callbacks import error_html, guarded
 
-__all__ = ["dashboard", "TABS"]
+__all__ = ["dashboard", "TABS", "LOADING"]
+
+
+def _lazy(module: str, name: str) -> Callable[[], object]:
+    """A factory that imports ``module`` and builds ``name()`` only when called."""
+    def build():
+        return getattr(importlib.import_module(module), name)()
+    build.__qualname__ = name
+    return build
+
 
 # (tab title, factory) in display order; later lessons append their apps here.
 TABS = [
-    ("Receptive fields", ReceptiveFieldApp),
-    ("Attention maps", AttentionMapsApp),
-    ("Cross-modal", CrossModalApp),
-    ("Cost scaling", CostScalingApp),
+    ("Receptive fields", _lazy("explorer.apps.receptive_field", "ReceptiveFieldApp")),
+    ("Attention maps", _lazy("explorer.apps.attention_maps", "AttentionMapsApp")),
+    ("Cross-modal", _lazy("explorer.apps.cross_modal", "CrossModalApp")),
+    ("Cost scaling", _lazy("explorer.apps.cost_scaling", "CostScalingApp")),
 ]
+LOADING = "<div class='dash-loading' style='padding:12px;color:#555'>Loading this tab …</div>"
 
 
-def dashboard() -> W.Tab:
-    """Build every tab's app and return the tab widget (apps are kept on ``tab.apps``)."""
-    apps = [factory() for _title, factory in TABS]
-    tab = W.Tab(children=[app.widget for app in apps])
-    for i, (title, _factory) in enumerate(TABS):
+def dashboard(tabs=None) -> W.Tab:
+    """The tab widget; ``tab.apps[i]`` is tab i's app once it has been opened (None before).
+
+    Args:
+        tabs: ``[(title, factory)]``; default :data:`TABS`.
+
+    A factory that fails leaves its tab showing the error (the kernel keeps running); selecting the tab again
+    tries again.
+    """
+    tabs = TABS if tabs is None else tabs
+    slots = [W.VBox() for _ in tabs]
+    tab = W.Tab(children=slots)
+    for i, (title, _factory) in enumerate(tabs):
         tab.set_title(i, title)
     tab.add_class("explorer-dashboard")
-    tab.apps = apps
+    tab.apps = [None] * len(tabs)
+
+    def build(index: int | None) -> None:
+        if index is None or tab.apps[index] is not None:
+            return
+        slot, factory = slots[index], tabs[index][1]
+        message = W.HTML(LOADING)
+        slot.children = (message,)
+
+        def make() -> None:
+            app = factory()
+            tab.apps[index] = app
+            slot.children = (app.widget,)
+
+        if not guarded(make, message, "dash-error", what=f"open the {tabs[index][0]!r} tab", clear=False):
+            message.value += error_html("dash-retry", "select another tab and come back to try again")
+
+    tab.selected_index = 0
+    tab.observe(lambda change: build(change["new"]), names="selected_index")
+    build(0)
     return tab

@@ -54,6 +54,7 @@ def attention_page(dashboard_page):
 
 def test_tab_renders_without_errors(attention_page):
     page = attention_page
+    view_ready(page)  # the head view embeds itself once BokehJS is in the page (asked for on first render)
     assert page.locator(".attn-head-view .bk-Canvas, .attn-head-view canvas").count() >= 1
     assert page.locator(".attn-model-view.js-plotly-plot").is_visible()
     # the streamed statistics: distance histogram (heads x 11 buckets), each head's shares summing to 1
