@@ -99,7 +99,7 @@ async function render({model, el}) {
       console.error(error);
     }
   };
-  const onData = () => { if (el.__bokeh) { apply(el.__bokeh.doc, model); el.dataset.updated = String(Date.now()); } };
+  const onData = () => { if (el.__bokeh) apply(el.__bokeh.doc, model); };
   model.on("change:spec", show);
   model.on("change:sources", onData);
   model.on("change:ranges", onData);

@@ -57,12 +57,7 @@ function render({el}) {
     clearTimeout(timer);
     timer = setTimeout(() => window.dispatchEvent(new Event("resize")), 60);
   });
-  let target = null;
-  const attach = () => {
-    if (!el.parentElement) { setTimeout(attach, 100); return; }
-    target = el.parentElement;
-    observer.observe(target);
-  };
+  const attach = () => (el.parentElement ? observer.observe(el.parentElement) : setTimeout(attach, 100));
   attach();
   return () => { clearTimeout(timer); observer.disconnect(); };
 }

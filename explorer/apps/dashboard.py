@@ -21,7 +21,6 @@ def _lazy(module: str, name: str) -> Callable[[], object]:
     """A factory that imports ``module`` and builds ``name()`` only when called."""
     def build():
         return getattr(importlib.import_module(module), name)()
-    build.__qualname__ = name
     return build
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from explorer.apps import CostScalingApp, CrossModalApp, ReceptiveFieldApp
 from explorer.apps._bokeh import BokehWidget
-from explorer.apps._layout import WidthWatcher, figure_box, row
+from explorer.apps._layout import WidthWatcher
 
 
 def _walk(widget):
@@ -51,13 +51,3 @@ def test_rows_wrap_and_the_app_watches_its_width(app):
             assert float(width[:-2]) <= 420, (type(w).__name__, width)
         if isinstance(w, BokehWidget):
             assert w.spec["doc"]["roots"][0]["attributes"]["width"] <= 420
-
-
-def test_row_and_figure_box():
-    a, b = W.HTML("a"), W.HTML("b")
-    box = row([a, b])
-    assert box.children == (a, b) and box.layout.flex_flow == "row wrap" and box.layout.width == "100%"
-    item = figure_box(a, 500, min_width=320, max_width=900)
-    assert item.layout.flex == "1 1 500px" and item.layout.min_width == "320px"
-    assert item.layout.max_width == "min(100%, 900px)" and item.layout.flex_flow == "column"
-    assert figure_box(b, 400).layout.max_width == "100%"

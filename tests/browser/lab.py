@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tests.browser.conftest import SLOW_INIT
@@ -74,32 +75,22 @@ _RENDERED = """() => {
                 .filter(t => t.includes('Error displaying widget') || t.includes('javascript error')).length};
 }"""
 
-# Kernel side: the widgets under each displayed root, by kind. ``{ids}`` is the displayed model ids.
+# Kernel side: every DOM widget under the displayed roots (``IDS``), counted by class name.
 _KERNEL_COUNT = """
-import json as _json
-from ipywidgets import DOMWidget as _DOMWidget
-from ipywidgets.widgets.widget import _instances as _widgets
-from plotly.basewidget import BaseFigureWidget as _Figure
-from explorer.apps._bokeh import BokehWidget as _Bokeh
+import collections, json
+from ipywidgets import DOMWidget
+from ipywidgets.widgets.widget import _instances
 
 def _walk(widget, seen):
-    if id(widget) in seen:
-        return
-    seen.add(id(widget))
-    yield widget
-    for child in getattr(widget, "children", ()) or ():
-        yield from _walk(child, seen)
+    if id(widget) not in seen:
+        seen.add(id(widget))
+        yield widget
+        for child in getattr(widget, "children", ()) or ():
+            yield from _walk(child, seen)
 
-_seen, _count = set(), {"plotly": 0, "bokeh": 0, "dom": 0}
-for _id in {ids}:
-    for _w in _walk(_widgets[_id], _seen):
-        if isinstance(_w, _Figure):
-            _count["plotly"] += 1
-        elif isinstance(_w, _Bokeh):
-            _count["bokeh"] += 1
-        elif isinstance(_w, _DOMWidget):
-            _count["dom"] += 1
-print(_json.dumps(_count))
+_seen = set()
+print(json.dumps(collections.Counter(type(w).__name__ for i in IDS for w in _walk(_instances[i], _seen)
+                                     if isinstance(w, DOMWidget))))
 """
 
 # Run code in the notebook's kernel without touching the notebook; resolves to its stdout.
@@ -175,10 +166,11 @@ class LabNotebook:
             raise AssertionError(f"kernel code failed: {err}")
         return out
 
-    def displayed_widgets(self) -> dict:
-        """Widgets the kernel displayed (roots from the outputs, and every widget under them), by kind."""
+    def displayed_widgets(self) -> Counter:
+        """Widgets the kernel displayed (the roots in the outputs and every widget under them), by class name:
+        ``FigureWidget`` (plotly), ``BokehWidget``, ``HBox``, ``Dropdown``, ..."""
         ids = [o["model_id"] for o in self.outputs() if o["model_id"]]
-        return json.loads(self.kernel(_KERNEL_COUNT.replace("{ids}", repr(ids))).strip().splitlines()[-1])
+        return Counter(json.loads(self.kernel(_KERNEL_COUNT.replace("IDS", repr(ids))).strip().splitlines()[-1]))
 
     def rendered(self) -> dict:
         return self.page.evaluate(_RENDERED)
@@ -229,11 +221,13 @@ def open_notebook(browser, server, name: str, width: int = 1280, height: int = 1
     return nb
 
 
-def wait_rendered(nb: LabNotebook, expected: dict, timeout: float = 60.0) -> dict:
-    """Poll until the page has rendered as many plotly and bokeh views as ``expected``; return the last count."""
+def wait_rendered(nb: LabNotebook, expected: Counter, timeout: float = 60.0) -> dict:
+    """Poll until the page has rendered as many plotly and bokeh views as the kernel displayed (``expected``,
+    from :meth:`LabNotebook.displayed_widgets`); return the page's last count."""
     deadline = time.monotonic() + timeout
     while True:
         seen = nb.rendered()
-        if (seen["plotly"] >= expected["plotly"] and seen["bokeh"] >= expected["bokeh"]) or time.monotonic() > deadline:
+        if ((seen["plotly"] >= expected["FigureWidget"] and seen["bokeh"] >= expected["BokehWidget"])
+                or time.monotonic() > deadline):
             return seen
         nb.page.wait_for_timeout(250)
