@@ -21,40 +21,16 @@ import functools
 import anywidget
 import traitlets
 
+from explorer.apps._js import LIBRARY_LOADER
+
 __all__ = ["BokehWidget", "bokehjs_source"]
 
-_ESM = r"""
-// One promise per page and version: several views may ask at once.
+_ESM = LIBRARY_LOADER + r"""
+// BokehJS registers itself as window.Bokeh[version]; several versions may share a page.
 function loadBokeh(model) {
   const version = model.get("version");
-  window.__explorerBokeh = window.__explorerBokeh || {};
-  if (window.Bokeh && window.Bokeh[version]) return Promise.resolve(window.Bokeh[version]);
-  if (!window.__explorerBokeh[version]) {
-    window.__explorerBokeh[version] = new Promise((resolve, reject) => {
-      const onMessage = (msg) => {
-        if (!msg || msg.type !== "bokehjs") return;
-        model.off("msg:custom", onMessage);
-        if (!(window.Bokeh && window.Bokeh[version])) {
-          const script = document.createElement("script");
-          script.textContent = msg.source;
-          document.head.appendChild(script);  // runs now: document.head is always in the document
-        }
-        if (window.Bokeh && window.Bokeh[version]) resolve(window.Bokeh[version]);
-        else reject(new Error(`BokehJS ${version} did not load`));
-      };
-      model.on("msg:custom", onMessage);
-      model.send({type: "need-bokehjs"});
-    });
-  }
-  return window.__explorerBokeh[version];
-}
-
-function inDocument(el) {
-  // bokeh embeds only into elements under <body>; Lab may attach a cell's output after the view renders
-  return new Promise((resolve) => {
-    const check = () => (el.isConnected ? resolve() : setTimeout(check, 50));
-    check();
-  });
+  return loadLibrary(model, `BokehJS ${version}`, "need-bokehjs", "bokehjs",
+                     () => (window.Bokeh && window.Bokeh[version]) || null);
 }
 
 function apply(doc, model) {

@@ -1,10 +1,13 @@
-"""What every app's widgets share: one policy for callbacks (a visitor's action never raises into the kernel), and
-figures that are redrawn whole rather than edited in place.
+"""What every app's widgets share: one policy for callbacks (a visitor's action never raises into the kernel).
 
-Voila exposes each callback to whoever opens the page, so each runs through :func:`guarded`: errors the library
-raises on purpose for bad input (ValueError, TypeError -- the memory guard's ``RequestRefused`` is a ValueError)
-are shown in the app as their message; anything else is logged with its traceback on the server and shown only
-as its type name.
+Voila exposes each callback to whoever opens the page, so each runs through :func:`guarded` (or a handler made by
+:func:`callback`): errors the library raises on purpose for bad input (ValueError, TypeError, RuntimeError -- the
+memory guard's ``RequestRefused`` is a ValueError; the layers' and kernels' own refusals are RuntimeErrors) are
+shown in the app as their message; anything else is logged with its traceback on the server and shown only as its
+type name.
+
+Figures follow one update policy too: each is an :class:`explorer.apps._plot.PlotView` whose ``update(figure)``
+replaces the whole figure that :mod:`explorer.viz` built from the app's numbers (see that module for why).
 """
 
 from __future__ import annotations
@@ -14,13 +17,12 @@ import logging
 from collections.abc import Callable
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
-from explorer.apps._layout import figure_box, responsive
-
-__all__ = ["guarded", "error_html", "figure_widget", "figure_slot", "redraw"]
+__all__ = ["guarded", "callback", "error_html", "SHOWN"]
 
 log = logging.getLogger("explorer.apps")
+
+SHOWN: tuple[type[BaseException], ...] = (ValueError, TypeError, RuntimeError)  # our own, deliberate messages
 
 
 def error_html(css: str, text: str) -> str:
@@ -29,7 +31,7 @@ def error_html(css: str, text: str) -> str:
 
 
 def guarded(action: Callable[[], object], target: W.HTML, css: str, *, what: str = "update",
-            shown: tuple[type[BaseException], ...] = (ValueError, TypeError), clear: bool = True) -> bool:
+            clear: bool = True) -> bool:
     """Run ``action()``; on success clear ``target`` (if ``clear``), on failure show the error there.
 
     Args:
@@ -37,7 +39,6 @@ def guarded(action: Callable[[], object], target: W.HTML, css: str, *, what: str
         target: the HTML widget that shows messages.
         css: class of the message block.
         what: verb for unexpected failures ("could not update").
-        shown: exception types whose message is shown as is (our own, deliberate messages).
         clear: empty ``target`` after a successful action.
 
     Returns:
@@ -45,7 +46,7 @@ def guarded(action: Callable[[], object], target: W.HTML, css: str, *, what: str
     """
     try:
         action()
-    except shown as error:
+    except SHOWN as error:
         target.value = error_html(css, str(error))
         return False
     except Exception as error:  # a visitor's click must never surface a traceback
@@ -57,30 +58,11 @@ def guarded(action: Callable[[], object], target: W.HTML, css: str, *, what: str
     return True
 
 
-def figure_widget(figure: go.Figure, css: str) -> go.FigureWidget:
-    """A responsive ``FigureWidget`` of ``figure`` (width from its container) with class ``css``."""
-    widget = responsive(go.FigureWidget(figure))
-    widget.add_class(css)
-    return widget
+def callback(action: Callable[[], object], target: W.HTML, css: str, *, what: str = "update",
+             clear: bool = True) -> Callable[..., None]:
+    """A handler for ``observe`` / ``on_click`` (any arguments, ignored) that runs ``action`` through
+    :func:`guarded`."""
+    def handler(*_args, **_kwargs) -> None:
+        guarded(action, target, css, what=what, clear=clear)
 
-
-def figure_slot(figure: go.Figure, css: str, basis: int = 640, min_width: int = 300) -> tuple[go.FigureWidget, W.Box]:
-    """:func:`figure_widget` inside a flex box (``basis`` px when there is room) that :func:`redraw` refills."""
-    widget = figure_widget(figure, css)
-    return widget, figure_box(widget, basis, min_width)
-
-
-def redraw(slot: W.Box, figure: go.Figure, css: str) -> go.FigureWidget:
-    """Replace the figure in ``slot`` by a new ``FigureWidget`` of ``figure``; return the new widget.
-
-    Plotly sends an in-place edit of a ``FigureWidget`` as a trait that is set and at once reset to None, and the
-    browser was seen to miss such edits (the page kept the old data while the kernel held the new: the cost and
-    cross-modal tabs' browser tests caught it). A new widget carries its data in its initial state instead.
-    """
-    widget = figure_widget(figure, css)
-    old = slot.children
-    slot.children = (widget,)
-    for child in old:
-        child.close()
-    return widget
-
+    return handler

@@ -3,20 +3,19 @@
 - :func:`row`: a flex row that wraps, so controls and figures move to the next line instead of overflowing.
 - :func:`figure_box`: a flex item for one figure with a preferred and a minimum width; the figure inside takes the
   box's width (builders set heights only).
-- :func:`responsive`: plotly's ``responsive`` config (the figure re-measures its container on window resize).
 - :class:`WidthWatcher`: JupyterLab and Voila change a container's width without a window resize (a side panel
   opens, a dashboard tab is shown for the first time, having been laid out at zero width while hidden); this
   invisible widget watches its parent element and, when its width changes, dispatches the window ``resize`` event
-  that responsive plotly figures (and bokeh's own layout) listen to.
+  that bokeh's own layout listens to. (Plotly figures, :class:`explorer.apps._plot.PlotView`, watch their own
+  element.)
 """
 
 from __future__ import annotations
 
 import anywidget
 import ipywidgets as W
-import plotly.graph_objects as go
 
-__all__ = ["row", "figure_box", "responsive", "WidthWatcher", "GAP"]
+__all__ = ["row", "figure_box", "WidthWatcher", "GAP"]
 
 GAP = "4px 12px"  # row gap, column gap between flex items
 
@@ -35,12 +34,6 @@ def figure_box(child: W.Widget, basis: int, min_width: int = 300, max_width: int
     return W.Box([child], layout=W.Layout(flex=f"1 1 {basis}px", min_width=f"{min_width}px",
                                           max_width="100%" if max_width is None else f"min(100%, {max_width}px)",
                                           flex_flow="column", align_items="stretch", overflow="hidden"))
-
-
-def responsive(widget: go.FigureWidget) -> go.FigureWidget:
-    """Let ``widget`` size itself from its container (no fixed layout width) and follow window resizes."""
-    widget._config = {**widget._config, "responsive": True, "displaylogo": False}
-    return widget
 
 
 _WATCHER_ESM = r"""

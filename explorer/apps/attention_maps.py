@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from explorer.apps._bokeh import BokehWidget
-from explorer.apps._callbacks import figure_widget, guarded
+from explorer.apps._callbacks import callback
+from explorer.apps._comm_guard import harden
 from explorer.apps._layout import WidthWatcher, figure_box, row
+from explorer.apps._plot import PlotView
 from explorer.analysis import (attention_rollout, downsample_pattern, head_entropy, mean_attention_distance,
                                sink_share, special_token_mask, stack_patterns, streamed_statistics)
 from explorer.data import SENTENCES, long_text
@@ -20,9 +22,9 @@ from explorer.hooks import record
 from explorer.kernels import AttentionStats, distance_buckets
 from explorer.masks import causal, sliding_window
 from explorer.models import load_pretrained
-from explorer.viz.attention import (HEAD_VIEW_NAMES, attention_heatmap, bar_colours, head_stats_figure,
-                                    head_view_data, head_view_figure, head_view_y_range, heatmap_axes, mask_veil,
-                                    model_view_figure, streamed_stats_figure, thumbnail_frame)
+from explorer.viz.attention import (HEAD_VIEW_NAMES, attention_heatmap, head_stats_figure, head_view_data,
+                                    head_view_figure, head_view_y_range, model_view_figure, streamed_stats_figure,
+                                    thumbnail_frame)
 from explorer.viz.export import download_link, export_image
 
 __all__ = ["AttentionMapsApp"]
@@ -113,11 +115,10 @@ class AttentionMapsApp:
 
         self._rollouts: dict[str, torch.Tensor] = {}
         self._compute(text)
-        self.heatmap = figure_widget(attention_heatmap(*self._matrix()), "attn-heatmap")
-        self.model_view = figure_widget(model_view_figure(self._thumbs.numpy(), self._selected()), "attn-model-view")
-        self.stats = figure_widget(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)),
-                                   "attn-stats")
-        self.histogram = figure_widget(streamed_stats_figure(*self._streamed_panel()), "attn-histogram")
+        self.heatmap = PlotView(attention_heatmap(*self._matrix()), "attn-heatmap")
+        self.model_view = PlotView(self._model_view_figure(), "attn-model-view")
+        self.stats = PlotView(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)), "attn-stats")
+        self.histogram = PlotView(streamed_stats_figure(*self._streamed_panel()), "attn-histogram")
         self._head_plot, self._head_tokens, self._head_lines = head_view_figure(*self._head_view_columns(),
                                                                                height=950)
         self.head_view = BokehWidget(self._head_plot)
@@ -127,16 +128,17 @@ class AttentionMapsApp:
                              row([figure_box(self.model_view, 860, max_width=980)])])
         self._maps.add_class("attn-maps")
         self.head_view.add_class("attn-head-view")
-        for i, trace in enumerate(self.model_view.data):
-            trace.on_click(lambda _trace, points, _state, i=i: points.point_inds and self._on_thumbnail(i))
+        def on(action):
+            return callback(action, self.message, "attn-error")
 
-        self.run_button.on_click(lambda _b: self._guarded(self._on_run))
-        self.preset.observe(self._on_preset, names="value")
+        self.model_view.on_click(lambda curve, _point: on(lambda: self._on_thumbnail(curve))())
+        self.run_button.on_click(on(self._on_run))
+        self.preset.observe(on(self._on_preset), names="value")
         for control in (self.layer, self.head, self.view, self.fusion, self.drop_special, self.window):
-            control.observe(lambda _c: self._guarded(self._refresh), names="value")
-        self.mask.observe(lambda _c: self._guarded(self._on_run), names="value")
-        self.export_format.observe(self._on_export_format, names="value")
-        self.export_button.on_click(lambda _b: self._guarded(self._on_export))
+            control.observe(on(self._refresh), names="value")
+        self.mask.observe(on(self._on_run), names="value")
+        self.export_format.observe(on(self._on_export_format), names="value")
+        self.export_button.on_click(on(self._on_export))
         self._update_status()
 
         controls = W.VBox([
@@ -167,6 +169,7 @@ class AttentionMapsApp:
             WidthWatcher(),
         ])
         self.widget.add_class("attn-app")
+        harden(self.widget, self.message, "attn-error")
 
     # --- model ----------------------------------------------------------------------------------------
     def _compute(self, text: str) -> None:
@@ -197,6 +200,7 @@ class AttentionMapsApp:
         self._stats_cache: dict[bool, tuple] = {}
         self._rollouts = {}
         self._thumbs, self._thumb_factor = downsample_pattern(patterns, THUMB_MAX)  # (layer, head, a, b)
+        self._model_view = None  # built on first show: 72 subplots take 0.5 s, so only the frame moves afterwards
         self.window.max = max(0, n - HEAD_VIEW_WINDOW)
         self.window.value = min(self.window.value, self.window.max)
         self.window.layout.visibility = "visible" if n > HEAD_VIEW_WINDOW else "hidden"
@@ -300,37 +304,24 @@ class AttentionMapsApp:
         return head_view_data(self.encoding.tokens, self.patterns[layer].numpy(), heads, start=self.window.value,
                               size=HEAD_VIEW_WINDOW)
 
+    def _model_view_figure(self):
+        """The model view of this input, built once per input; selecting a head moves only its frame."""
+        if self._model_view is None:
+            self._model_view = model_view_figure(self._thumbs.numpy(), self._selected())
+        else:
+            self._model_view.layout.shapes[0].update(**thumbnail_frame(self._selected(), self._thumbs.shape[1]))
+        return self._model_view
+
     def _refresh(self) -> None:
-        entropy, distance, share, _buckets, title, selected = self._streamed_panel()
-        with self.histogram.batch_update():
-            for trace, values in zip(self.histogram.data, (entropy, distance)):
-                trace.x = values
-                trace.marker.color = bar_colours(len(values), selected)
-            self.histogram.data[2].z = share
-            self.histogram.layout.title.text = title
+        """Show the current input and selection: each figure rebuilt by ``explorer.viz`` from the numbers."""
+        self.histogram.update(streamed_stats_figure(*self._streamed_panel()))
         self._maps.layout.display = "none" if self.stats_only else None
         if self.stats_only:
             self._update_status()
             return
-        matrix, tokens, blocked, title, factor = self._matrix()
-        axes = heatmap_axes(tokens, factor)
-        with self.heatmap.batch_update():
-            self.heatmap.data[0].z = matrix
-            self.heatmap.data[1].z = mask_veil(blocked, matrix.shape)
-            self.heatmap.layout.title.text = title
-            self.heatmap.layout.xaxis.update(**axes)
-            self.heatmap.layout.yaxis.update(**axes)
-        selected = self._selected()
-        with self.model_view.batch_update():
-            thumbs = self._thumbs.numpy()
-            for i, trace in enumerate(self.model_view.data):
-                trace.z = thumbs[i // thumbs.shape[1], i % thumbs.shape[1]]
-            self.model_view.layout.shapes[0].update(**thumbnail_frame(selected, thumbs.shape[1]))
-        colours = bar_colours(self.patterns.shape[1], self.head.value)
-        with self.stats.batch_update():
-            for trace, values in zip(self.stats.data, self._layer_stats()):
-                trace.y = values
-                trace.marker.color = colours
+        self.heatmap.update(attention_heatmap(*self._matrix()))
+        self.model_view.update(self._model_view_figure())
+        self.stats.update(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)))
         token_cols, line_cols = self._head_view_columns()
         y_range = head_view_y_range(token_cols)
         # the Python figure stays the source of truth (exports re-serialise it); the page is updated in place
@@ -356,19 +347,15 @@ class AttentionMapsApp:
             f"{local + 1} (mean distance {distance[local]:.2f} tokens), most global head {far + 1} "
             f"({distance[far]:.2f} tokens)</div>")
 
-    # --- callbacks: public endpoints, never raise into the kernel ------------------------------------
-    def _guarded(self, action) -> None:
-        # RuntimeError too: the layers' and kernels' own messages (e.g. a fused backend asked for patterns)
-        guarded(action, self.message, "attn-error", shown=(ValueError, TypeError, RuntimeError))
-
+    # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------
     def _on_run(self) -> None:
         self._compute(self.text.value)
         self._refresh()
 
-    def _on_preset(self, change) -> None:
-        if change["new"] is not None:
-            self.text.value = PRESETS[change["new"]]
-            self._guarded(self._on_run)
+    def _on_preset(self) -> None:
+        if self.preset.value is not None:
+            self.text.value = PRESETS[self.preset.value]
+            self._on_run()
 
     def _on_thumbnail(self, index: int) -> None:
         if self.stats_only:
@@ -380,16 +367,16 @@ class AttentionMapsApp:
             self.layer.value = layer + 1
             self.head.value = head
 
-    def _on_export_format(self, change) -> None:
+    def _on_export_format(self) -> None:
         # the bokeh head view exports through its own toolbar: SVG needs the SVG backend
-        self._head_plot.output_backend = "svg" if change["new"] == "svg" else "canvas"
+        self._head_plot.output_backend = "svg" if self.export_format.value == "svg" else "canvas"
         self.head_view.show(self._head_plot)
 
     def _on_export(self) -> None:
         if self.stats_only and self.export_what.value != "streamed":
             raise ValueError("this input has no attention maps (statistics-only mode): export 'streamed statistics'")
         figure = {"heatmap": self.heatmap, "model": self.model_view, "stats": self.stats,
-                  "streamed": self.histogram}[self.export_what.value]
+                  "streamed": self.histogram}[self.export_what.value].figure
         fmt = self.export_format.value
         self.export_output.value = "exporting …"
         data = export_image(figure, fmt)

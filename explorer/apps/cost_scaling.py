@@ -10,20 +10,21 @@ from pathlib import Path
 import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from explorer.apps._callbacks import figure_slot, guarded, redraw
-from explorer.apps._layout import WidthWatcher, row
+from explorer.apps._callbacks import callback
+from explorer.apps._comm_guard import harden
+from explorer.apps._layout import WidthWatcher, figure_box, row
+from explorer.apps._plot import PlotView
 from explorer.analysis.cost import OPS, cost
-from explorer.bench.scaling import fit_by_op, measure
+from explorer.bench.scaling import Measurement, fit_by_op, measure
 from explorer.guard import RequestRefused, check, human_bytes, memory_budget
+from explorer.viz.cost import OP_COLOURS, CostSeries, cost_scaling_figure
 
-__all__ = ["CostScalingApp", "gpu_benchmarks"]
+__all__ = ["CostScalingApp", "gpu_benchmarks", "shipped_sweep"]
 
 log = logging.getLogger(__name__)
 DEFAULT_OPS = ("attention_math", "attention_fused", "sliding_window_attention", "linear_attention", "conv1d")
-COLOURS = dict(zip(OPS, ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6",
-                         "#9d755d"]))
+COLOURS = dict(zip(OPS, OP_COLOURS))
 # Time guard: a point is refused when its estimated run time (5 calls: warm-up, 3 repeats, memory pass) at a
 # conservative CPU throughput exceeds the per-point budget, so one click never blocks the kernel for long.
 CPU_FLOPS_PER_S = 2e10
@@ -63,6 +64,32 @@ def gpu_benchmarks(folder: Path = BENCHMARKS) -> list[dict]:
                                 "device_name": meta.get("device_name") or meta.get("device") or r["device"],
                                 "label": f"{r['backend']} d={r['d']} {r.get('dtype', '')}".strip()})
     return records
+
+
+def shipped_sweep(path: Path = BENCHMARKS / "scaling_cpu.json") -> tuple[list[Measurement], str]:
+    """The CPU sweep shipped in ``assets/benchmarks`` (``python -m explorer.bench.scaling``), per sequence and head.
+
+    Its calls ran ``batch`` sequences of ``heads`` heads at once; times and peaks are divided by ``batch * heads``
+    so they sit on the same footing as this app's live sweep (one sequence, one head). Returns the measurements
+    and a label naming where and when they were taken (``""`` and no measurements when the file is missing).
+    """
+    payload = _read(path) if path.exists() else {}
+    meta = payload.get("metadata") or {}
+    rows = []
+    for r in payload.get("records", []):
+        if str(r.get("device", "cpu")) != "cpu" or r.get("op") not in OPS:
+            continue
+        per = r.get("batch", 1) * r.get("heads", 1)
+        rows.append(Measurement(**{**{k: r[k] for k in Measurement.__dataclass_fields__},
+                                   "median_s": r["median_s"] / per, "q1_s": r["q1_s"] / per, "q3_s": r["q3_s"] / per,
+                                   "peak_bytes": int(r["peak_bytes"] / per), "batch": 1, "heads": 1}))
+    if not rows:
+        return [], ""
+    threads = meta.get("torch_threads")
+    device = f"{meta.get('device', 'cpu')} ({meta.get('processor', '?')}"
+    device += f", {threads} threads)" if threads else ")"
+    label = f"shipped sweep: {device}, {str(meta.get('date', '?'))[:10]}, d={rows[0].d}"
+    return rows, label
 
 
 def _read(path: Path) -> dict:
@@ -115,13 +142,20 @@ class CostScalingApp:
             widget.add_class(name)
         self.measurements: list = []
         self.exponents: dict = {}
-        self.figure, self._figure_box = figure_slot(self._empty_figure(), "cost-figure", basis=900, min_width=360)
-        self.run_button.on_click(lambda _b: self._guarded(self.run))
-        self.calc_button.on_click(lambda _b: self._guarded(self._calculate, self.calc_result))
+        self.shipped, self.shipped_label = shipped_sweep()
+        self.shipped_exponents = fit_by_op(self.shipped)
+        self._gpu = [{**r, "colour": COLOURS.get(r["op"], "#333")} for r in gpu_benchmarks()]
+        self.figure = PlotView(self._figure(), "cost-figure")
+        self._draw_table()
+        self.status.value = ("<span class='cost-shipped'>Showing the " + html.escape(self.shipped_label or
+                             "(no shipped sweep found)") + " (open markers). <b>Run sweep</b> adds this machine's "
+                             "points (filled).</span>")
+        self.run_button.on_click(callback(self.run, self.status, "cost-error", what="run", clear=False))
+        self.calc_button.on_click(callback(self._calculate, self.calc_result, "cost-error", clear=False))
         self.widget = W.VBox([
             row([self.ops, W.VBox([self.sizes, self.d, row([self.run_button, self.progress], align="center"),
                                    self.status], layout=W.Layout(flex="1 1 380px"))]),
-            row([self._figure_box]),
+            row([figure_box(self.figure, 900, min_width=360)]),
             self.table,
             W.HTML("<b>What fits in memory?</b> (analytic peak activations vs this kernel's budget, "
                    f"{human_bytes(memory_budget())})"),
@@ -130,32 +164,38 @@ class CostScalingApp:
             WidthWatcher(),
         ])
         self.widget.add_class("cost-app")
+        harden(self.widget, self.status, "cost-error")
 
-    def _empty_figure(self) -> go.Figure:
-        """Four empty traces per operation, in ``OPS`` order (measured time, analytic time, measured memory,
-        analytic memory), which ``_draw`` fills on a fresh copy; GPU records from ``assets/benchmarks`` after them."""
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("time per call (s)", "peak activation memory (bytes)"),
-                            horizontal_spacing=0.1)
+    def _series(self, measurements: list, suffix: str, symbol: str, analytic: bool, legend: str = "") -> list:
+        """One :class:`CostSeries` per op of ``measurements``; analytic shapes (time ∝ FLOPs, memory ∝ the model's
+        peak) scaled through the middle point when ``analytic``."""
+        out = []
         for op in OPS:
-            colour = COLOURS[op]
-            fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name=op, legendgroup=op,
-                                     marker={"color": colour, "size": 8}), row=1, col=1)
-            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{op} ∝ FLOPs", legendgroup=op,
-                                     line={"color": colour, "dash": "dot"}, showlegend=False), row=1, col=1)
-            fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name=f"{op} memory", legendgroup=op,
-                                     showlegend=False, marker={"color": colour, "size": 8, "symbol": "square"}),
-                          row=1, col=2)
-            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{op} analytic", legendgroup=op,
-                                     showlegend=False, line={"color": colour, "dash": "dot"}), row=1, col=2)
-        for record in gpu_benchmarks():  # shown beside live CPU points, labelled with their device
-            fig.add_trace(go.Scatter(x=[record["n"]], y=[record["median_s"]], mode="markers",
-                                     marker={"symbol": "diamond-open", "color": COLOURS.get(record["op"], "#333")},
-                                     name=f"{record['label']} ({record['device_name']})", showlegend=False), row=1, col=1)
-        fig.update_xaxes(type="log", title="n (sequence length; image side for conv2d)")
-        fig.update_yaxes(type="log")
-        fig.update_layout(height=430, margin={"l": 50, "r": 10, "t": 40, "b": 50},
-                          legend={"font": {"size": 10}})
-        return fig
+            points = sorted((m for m in measurements if m.op == op), key=lambda m: m.n)
+            if not points:
+                continue
+            ns = np.array([m.n for m in points], dtype=float)
+            times = np.array([m.median_s for m in points])
+            peaks = np.array([max(m.peak_bytes, 1) for m in points], dtype=float)
+            flops = memory = None
+            if analytic:
+                model = [cost(op, m.n, **_op_kwargs(m.n, m.d)) for m in points]
+                f = np.array([c.flops for c in model], dtype=float)
+                p = np.array([c.peak_memory for c in model], dtype=float)
+                mid = len(ns) // 2  # analytic shapes drawn through the middle measurement
+                flops, memory = f * times[mid] / f[mid], p * peaks[mid] / p[mid]
+            out.append(CostSeries(op, suffix, ns, times, peaks, COLOURS[op], symbol, flops, memory,
+                                  legend=f"{op}{legend}" if legend else None))
+        return out
+
+    def _figure(self) -> go.Figure:
+        """The shipped sweep (open markers), this machine's live sweep (filled, with the analytic shapes through
+        it; through the shipped points while there is none) and any GPU records."""
+        live = self.measurements
+        series = self._series(self.shipped, " (shipped)", "circle-open", analytic=not live, legend=" (shipped)")
+        series += self._series(live, "", "circle", analytic=True)
+        title = self.shipped_label + ("; filled: this machine, now" if live else "")
+        return cost_scaling_figure(series, self._gpu, title=title)
 
     # --- actions ---------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -185,47 +225,37 @@ class CostScalingApp:
         for op, n, kwargs in plan:
             self.measurements.append(measure(op, n, repeats=3, warmup=1, **kwargs))
             self.progress.value += 1
-        self._draw(ops, d)
+        self._draw()
         note = "" if not refused else ("<br><span class='cost-refused'>Refused by the memory/time guard: "
                                        + html.escape("; ".join(refused[:4])) + (" …" if len(refused) > 4 else "")
                                        + "</span>")
         self.status.value = (f"<span class='cost-done' data-points='{len(self.measurements)}'>measured "
                              f"{len(self.measurements)} points</span>{note}")
 
-    def _draw(self, ops: list[str], d: int) -> None:
-        """Draw the sweep on a new figure (each operation's four traces filled; see ``redraw``) and fit exponents."""
+    def _draw(self) -> None:
+        """Fit exponents of the live sweep and show it beside the shipped one."""
         self.exponents = fit_by_op(self.measurements)
+        self.figure.update(self._figure())
+        self._draw_table()
+
+    def _draw_table(self) -> None:
         rows = []
-        figure = self._empty_figure()
-        for i, op in enumerate(OPS):
-            points = [m for m in self.measurements if m.op == op] if op in ops else []
-            if not points:
-                continue  # its traces stay empty
-            ns = np.array([m.n for m in points], dtype=float)
-            times = np.array([m.median_s for m in points])
-            peaks = np.array([max(m.peak_bytes, 1) for m in points], dtype=float)
-            model = [cost(op, int(n), **_op_kwargs(int(n), d)) for n in ns]
-            flops = np.array([c.flops for c in model])
-            memory = np.array([c.peak_memory for c in model])
-            mid = len(ns) // 2  # analytic shapes drawn through the middle measurement
-            for trace, values in zip(figure.data[4 * i: 4 * i + 4], (times, flops * times[mid] / flops[mid], peaks,
-                                                                      memory * peaks[mid] / memory[mid])):
-                trace.x, trace.y = ns.tolist(), np.asarray(values, dtype=float).tolist()  # plain JSON
-            fit = self.exponents.get(op)
-            if fit is not None:
+        for source, fits in (("this machine", self.exponents), ("shipped", self.shipped_exponents)):
+            for op, fit in fits.items():
                 time_cell = f"{fit['time']:.2f} [{fit['time_ci'][0]:.2f}, {fit['time_ci'][1]:.2f}]"
                 memory_cell = (f"{fit['memory']:.2f} [{fit['memory_ci'][0]:.2f}, {fit['memory_ci'][1]:.2f}]"
                                if "memory" in fit else "n/a")
-                rows.append(f"<tr><td>{op}</td><td>{time_cell}</td><td>{memory_cell}</td></tr>")
-        self.figure = redraw(self._figure_box, figure, "cost-figure")
-        self.table.value = ("<table class='cost-exponents'><tr><th>op</th><th>time exponent [95% CI]</th>"
-                            "<th>memory exponent [95% CI]</th></tr>" + "".join(rows) + "</table>"
+                rows.append(f"<tr><td>{op}</td><td>{source}</td><td>{time_cell}</td><td>{memory_cell}</td></tr>")
+        self.table.value = ("<table class='cost-exponents'><tr><th>op</th><th>sweep</th>"
+                            "<th>time exponent [95% CI]</th><th>memory exponent [95% CI]</th></tr>" + "".join(rows)
+                            + "</table>"
                             "<small>Dotted: analytic model (time ∝ FLOPs, memory ∝ analytic peak activations), "
                             "both scaled through the middle measured point -- compare slopes, not heights: the "
                             "measured peak leaves out the inputs, and the sliding-window and block-sparse ops "
                             "here store their chunked scores, which the fused-kernel model does not. Exponents are "
                             "log-log slopes; small sizes are dominated by fixed per-call costs, so time slopes "
-                            "below the analytic ones are expected there.</small>")
+                            "below the analytic ones are expected there. Shipped points are per sequence and head "
+                            "(the sweep's batched times divided by batch × heads).</small>")
 
     def _calculate(self) -> None:
         op, n = self.calc_op.value, self.calc_n.value
@@ -235,9 +265,6 @@ class CostScalingApp:
                                       f" of activations and {need.flops:.3g} FLOPs: fits in the budget.</span>")
         except RequestRefused as error:
             self.calc_result.value = f"<span class='cost-refused' style='color:#b00020'>✗ {html.escape(str(error))}</span>"
-
-    def _guarded(self, action, target: W.HTML | None = None) -> None:
-        guarded(action, target or self.status, "cost-error", what="run", clear=False)  # the action sets the status
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

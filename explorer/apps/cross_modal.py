@@ -9,11 +9,14 @@ import ipywidgets as W
 import numpy as np
 import torch
 
-from explorer.apps._callbacks import figure_slot, guarded, redraw
-from explorer.apps._layout import WidthWatcher, row
+from explorer.apps._callbacks import callback
+from explorer.apps._comm_guard import harden
+from explorer.apps._layout import WidthWatcher, figure_box, row
+from explorer.apps._plot import PlotView
 from explorer.analysis import (attention_localisation, integrated_gradients, pixel_localisation, stack_patterns,
                                upsample_patches)
 from explorer.data.shapes import ANSWERS, COLOURS, SHAPES, VOCAB, generate_scene, question, tokenize
+from explorer.guard import check
 from explorer.hooks import record
 from explorer.models.cross_modal import ANSWER_TOKEN, load_cross_modal
 from explorer.viz.cross_modal import cross_modal_figure
@@ -21,6 +24,7 @@ from explorer.viz.cross_modal import cross_modal_figure
 __all__ = ["CrossModalApp"]
 
 MAX_SEED = 1_000_000
+IG_STEPS = 32  # interpolation steps of Integrated Gradients
 
 
 class CrossModalApp:
@@ -67,18 +71,20 @@ class CrossModalApp:
         self._busy = False
         self._make_scene()
         self._run()
-        self.figure, self._figure_slot = figure_slot(cross_modal_figure(*self._figure_arrays()), "xm-figure",
-                                                     basis=640, min_width=360)
+        self.figure = PlotView(cross_modal_figure(*self._figure_arrays()), "xm-figure")
 
-        self.new_scene.on_click(lambda _b: self._guarded(self._on_new_scene))
+        def on(action):
+            return callback(action, self.message, "xm-error")
+
+        self.new_scene.on_click(on(self._on_new_scene))
         for control in (self.seed, self.n_objects):
-            control.observe(lambda _c: self._guarded(self._on_scene), names="value")
+            control.observe(on(self._on_scene), names="value")
         for control in (self.kind, self.target):
-            control.observe(lambda _c: self._guarded(self._on_question), names="value")
-        self.ask.on_click(lambda _b: self._guarded(self._on_typed))
-        self.query.observe(lambda _c: self._guarded(self._on_typed), names="value")
+            control.observe(on(self._on_question), names="value")
+        self.ask.on_click(on(self._on_typed))
+        self.query.observe(on(self._on_typed), names="value")
         for control in (self.layer, self.token):
-            control.observe(lambda _c: self._guarded(self._refresh), names="value")
+            control.observe(on(self._refresh), names="value")
 
         card = self.card
         loc = card["localisation"]
@@ -88,7 +94,7 @@ class CrossModalApp:
             row([self.query, self.ask]),
             self.message,
             row([self.layer, self.token]),
-            row([self._figure_slot, W.VBox([self.answer, self.scores], layout=W.Layout(flex="0 1 330px",
+            row([figure_box(self.figure, 640, min_width=360), W.VBox([self.answer, self.scores], layout=W.Layout(flex="0 1 330px",
                                                                                         min_width="280px"))]),
             W.HTML(f"<small>Model card: held-out accuracy {card.get('accuracy', float('nan')):.1%}; attention mass "
                    f"on the queried object {loc.get('mass', float('nan')):.1%} (chance "
@@ -97,6 +103,7 @@ class CrossModalApp:
             WidthWatcher(),
         ])
         self.widget.add_class("xm-app")
+        harden(self.widget, self.message, "xm-error")
 
     # --- computation ----------------------------------------------------------------------------------
     def _make_scene(self) -> None:
@@ -133,6 +140,11 @@ class CrossModalApp:
         text = self.query.value
         ids = torch.tensor([tokenize(text)])  # (1, token); raises ValueError listing the vocabulary
         image = self.scene.image[None]  # (1, 3, height, width)
+        # Integrated Gradients runs the model on IG_STEPS interpolated images at once, keeping activations for the
+        # backward pass: ask the memory guard for that batch of every layer's patch attention first
+        config = self.model.config
+        check("attention_math", self._grid[0] * self._grid[1] + self.model.config.max_query, d=config.embed,
+              heads=config.heads, batch=IG_STEPS * 2 * config.layers)
         with torch.no_grad(), record(self.model, "*.cross_attn.hook_pattern") as trace:
             logits = self.model(image, ids)  # (1, answers)
         self.text = text
@@ -140,7 +152,7 @@ class CrossModalApp:
         self.patterns = stack_patterns(trace, "*.cross_attn.hook_pattern")[:, 0]  # (layer, head, token, patch)
         self.probs = logits.softmax(-1)[0]
         prediction = int(self.probs.argmax())
-        self.ig = integrated_gradients(self.model, image, ids, target=torch.tensor([prediction]), steps=32)[0]
+        self.ig = integrated_gradients(self.model, image, ids, target=torch.tensor([prediction]), steps=IG_STEPS)[0]
         self._target = self._target_index()
         # token 0 is the one the answer head reads: its attention is what localisation is measured on
         token_options = [("all tokens (mean)", -1)] + [
@@ -197,11 +209,9 @@ class CrossModalApp:
         if self._busy:
             return
         self._update_text()
-        self.figure = redraw(self._figure_slot, cross_modal_figure(*self._figure_arrays()), "xm-figure")
+        self.figure.update(cross_modal_figure(*self._figure_arrays()))
 
-    # --- callbacks: public endpoints, never raise into the kernel ------------------------------------
-    def _guarded(self, action) -> None:
-        guarded(action, self.message, "xm-error")
+    # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------
 
     def _on_new_scene(self) -> None:
         self.seed.value = (self.seed.value + 1) % (MAX_SEED + 1)  # observed: triggers _on_scene

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import ipywidgets as W
 
 from explorer.apps._callbacks import error_html, guarded
+from explorer.apps._comm_guard import harden
 
 __all__ = ["dashboard", "TABS", "LOADING"]
 
@@ -44,8 +45,11 @@ def dashboard(tabs=None) -> W.Tab:
     tries again.
     """
     tabs = TABS if tabs is None else tabs
+    notice = W.HTML()
+    notice.add_class("dash-notice")
     slots = [W.VBox() for _ in tabs]
     tab = W.Tab(children=slots)
+    tab.notice = notice
     for i, (title, _factory) in enumerate(tabs):
         tab.set_title(i, title)
     tab.add_class("explorer-dashboard")
@@ -61,7 +65,8 @@ def dashboard(tabs=None) -> W.Tab:
         def make() -> None:
             app = factory()
             tab.apps[index] = app
-            slot.children = (app.widget,)
+            slot.children = (notice, app.widget) if index == 0 else (app.widget,)
+            message.close()  # its page view goes; nothing may address it any more
 
         if not guarded(make, message, "dash-error", what=f"open the {tabs[index][0]!r} tab", clear=False):
             message.value += error_html("dash-retry", "select another tab and come back to try again")
@@ -69,4 +74,7 @@ def dashboard(tabs=None) -> W.Tab:
     tab.selected_index = 0
     tab.observe(lambda change: build(change["new"]), names="selected_index")
     build(0)
+    # each app hardened itself (first guard wins); this covers the tab bar and the slots, whose refusals (a hostile
+    # selected_index, say) are shown on the first tab, above its app
+    harden(tab, tab.notice, "dash-error")
     return tab

@@ -9,12 +9,15 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from explorer.apps._callbacks import figure_widget, guarded
+from explorer.apps._callbacks import callback
+from explorer.apps._comm_guard import harden
 from explorer.apps._layout import WidthWatcher, row
+from explorer.apps._plot import PlotView
 from explorer.analysis import effective_receptive_field, receptive_field
 from explorer.data import PHOTOS, load_photo
+from explorer.guard import check
 from explorer.models import ConvStackConfig, build_conv_stack
-from explorer.viz.receptive_field import box_shape, receptive_field_figure, rf_table_html, zoom_range
+from explorer.viz.receptive_field import receptive_field_figure, rf_table_html
 
 __all__ = ["ReceptiveFieldApp"]
 
@@ -92,20 +95,21 @@ class ReceptiveFieldApp:
         self._input = None  # (1, 3, height, width) float tensor fed to the network
         self._load_input()
         self._rebuild(config, centre=True)
-        self.figure = figure_widget(self._make_figure(), "rf-figure")
+        self.figure = PlotView(self._make_figure(), "rf-figure")
 
         for control in self._arch_controls:
-            control.observe(self._on_arch, names="value")
+            control.observe(callback(self._on_arch, self.message, "rf-error"), names="value")
         for control in (self.photo, self.erf_input):
-            control.observe(self._on_input, names="value")
+            control.observe(callback(self._on_input, self.message, "rf-error"), names="value")
         for control in (self.row, self.col):
-            control.observe(self._on_position, names="value")
+            control.observe(callback(self._on_position, self.message, "rf-error"), names="value")
 
         controls = W.VBox([W.HTML("<b>Network</b>"), *self._arch_controls, W.HTML("<b>Input and position</b>"),
                            self.photo, self.erf_input, self.row, self.col])
         readings = W.VBox([self.summary, self.message, self.table], layout=W.Layout(flex="1 1 360px"))
         self.widget = W.VBox([row([controls, readings]), self.figure, WidthWatcher()])
         self.widget.add_class("rf-app")
+        harden(self.widget, self.message, "rf-error")
 
     # --- what the sliders say ---------------------------------------------------------------------------
     @property
@@ -124,8 +128,15 @@ class ReceptiveFieldApp:
             self._input = photo[None]
 
     # --- computation ----------------------------------------------------------------------------------
+    def _guard(self, config: ConvStackConfig) -> None:
+        """Ask the memory guard for the forward and backward pass of the stack on the input (every layer's
+        activations kept for the gradient: one ``conv2d`` at the photo's size per layer, forward and backward)."""
+        check("conv2d", max(self._input.shape[-2:]), d=max(config.channels, 3), kernel_size=config.kernel_size,
+              batch=2 * config.layers)
+
     def _rebuild(self, config: ConvStackConfig, centre: bool) -> None:
         """New architecture: rebuild the model, its field table and the position sliders."""
+        self._guard(config)
         model = build_conv_stack(config)
         with torch.no_grad():
             out = model(self._input)  # (1, channel, out_height, out_width)
@@ -147,11 +158,14 @@ class ReceptiveFieldApp:
 
     def _compute_erf(self) -> None:
         self.position = (self.row.value, self.col.value)
+        self._guard(self.config)
         self.erf = effective_receptive_field(self.model, self._input, position=self.position)
         out = self.rf.output
         size, stride, padding = out.size, out.stride, out.padding
         self.summary.value = (
-            f"<div style='font-size:14px;line-height:1.6'>"
+            f"<div class='rf-reading' data-position='{self.position[0]},{self.position[1]}' "
+            f"data-layers='{self.layers.value}' data-activation='{self.activation.value}' "
+            f"style='font-size:14px;line-height:1.6'>"
             f"Theoretical receptive field: <b><span class='rf-size' data-size='{size[0]}'>{size[0]} × {size[1]}"
             f"</span></b> px<br>effective stride <span class='rf-stride'>{stride[0]}</span>, "
             f"effective padding {padding[0]}, output {self.output_shape[0]} × {self.output_shape[1]}<br>"
@@ -182,38 +196,20 @@ class ReceptiveFieldApp:
         rf_box, erf_box, centre = self._boxes()
         return receptive_field_figure(self._image, self.erf.grad.numpy(), rf_box, erf_box, centre)
 
-    def _refresh_figure(self, image: bool = False) -> None:
-        rf_box, erf_box, centre = self._boxes()
-        with self.figure.batch_update():
-            if image:
-                self.figure.data[0].z = self._image
-            self.figure.data[1].z = self.erf.grad.numpy()
-            self.figure.data[2].x, self.figure.data[2].y = [centre[1]], [centre[0]]
-            for i, box in enumerate((rf_box, erf_box, rf_box, erf_box)):
-                self.figure.layout.shapes[i].update(**box_shape(box))
-            zoom_x, zoom_y = zoom_range(rf_box, self._image.shape[:2])
-            self.figure.layout.xaxis2.range, self.figure.layout.yaxis2.range = zoom_x, zoom_y
+    # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------
+    def _on_arch(self) -> None:
+        self._rebuild(self.config, centre=False)
+        self.figure.update(self._make_figure())
 
-    # --- callbacks: public endpoints, never raise into the kernel ------------------------------------
-    def _guarded(self, action, image: bool = False) -> None:
-        def action_then_refresh() -> None:
-            action()
-            self._refresh_figure(image=image)
+    def _on_input(self) -> None:
+        self._load_input()
+        self._rebuild(self.config, centre=False)
+        self.figure.update(self._make_figure())
 
-        guarded(action_then_refresh, self.message, "rf-error")
-
-    def _on_arch(self, _change) -> None:
-        self._guarded(lambda: self._rebuild(self.config, centre=False))
-
-    def _on_input(self, _change) -> None:
-        def action():
-            self._load_input()
-            self._rebuild(self.config, centre=False)
-        self._guarded(action, image=True)
-
-    def _on_position(self, _change) -> None:
+    def _on_position(self) -> None:
         if not self._busy:
-            self._guarded(self._compute_erf)
+            self._compute_erf()
+            self.figure.update(self._make_figure())
 
     def settings(self) -> dict:
         """The current choices as a plain dict (architecture + position)."""

@@ -2,7 +2,8 @@
 
 Why two libraries: the head view is many linked line glyphs whose isolation on click must run in the browser
 without a round trip (bokeh's ``CustomJS`` on a ``TapTool``); the matrix views are heatmaps and bars that the
-apps update in place from Python (plotly ``FigureWidget``), and that export to PNG/SVG through kaleido.
+apps rebuild from their numbers on every change (shown by ``explorer.apps._plot.PlotView``), and that export to
+PNG/SVG through kaleido.
 """
 
 from __future__ import annotations
@@ -175,8 +176,8 @@ def attention_heatmap(pattern: np.ndarray, tokens: Sequence[str], blocked: np.nd
 def mask_veil(blocked: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     """The grey overlay of masked cells: 1 where ``blocked``, 0 (transparent in :data:`VEIL_SCALE`) elsewhere.
 
-    Not NaN for "transparent": NaN is not JSON, and a ``FigureWidget`` holding it makes every message that carries
-    it fall back to a deprecated non-compliant serialisation (a warning on the notebook's stderr).
+    Not NaN for "transparent": NaN is not JSON, and a plotly figure holding it in a list (rather than a numpy
+    array) falls back to a deprecated non-compliant serialisation (a warning on the notebook's stderr).
     """
     if blocked is None:
         return np.zeros(shape, dtype=np.float32)

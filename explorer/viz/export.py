@@ -16,7 +16,7 @@ EXPORT_WIDTH = 1000  # px, for figures without a layout width (they fill their c
 
 
 def export_image(fig: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
-    """Render a plotly figure (or FigureWidget) to PNG or SVG bytes with kaleido.
+    """Render a plotly figure  to PNG or SVG bytes with kaleido.
 
     kaleido drives a headless Chromium on this machine (Debian's ``chromium`` package; ``make browser``
     installs it). Nothing is fetched from the network.
@@ -27,7 +27,7 @@ def export_image(fig: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
-    figure = go.Figure(fig)  # a plain copy: FigureWidget state is not needed to draw
+    figure = go.Figure(fig)  # a plain copy: the size set below stays out of the caller's
     # figures take their width from the page; a file needs one (the width a wide screen gives them)
     width = figure.layout.width or EXPORT_WIDTH
     try:

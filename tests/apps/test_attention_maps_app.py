@@ -36,20 +36,20 @@ def reference():
 
 def test_default_shows_layer_one_head_mean(app, reference):
     assert app.patterns.shape == (6, 12, 16, 16) and app.encoding.tokens[0] == "[CLS]"
-    z = np.asarray(app.heatmap.data[0].z)
+    z = np.asarray(app.heatmap.figure.data[0].z)
     np.testing.assert_allclose(z, reference[0].mean(0).numpy(), atol=1e-6)  # fp32, same model
     assert "data-n-tokens='16'" in app.status.value
 
 
-def test_layer_and_head_update_in_place(app, reference):
-    heatmap, trace = app.heatmap, app.heatmap.data[0]
+def test_layer_and_head_update_the_same_views(app, reference):
+    heatmap, revision = app.heatmap, app.heatmap.revision
     app.layer.value, app.head.value = 4, 7
-    assert app.heatmap is heatmap and app.heatmap.data[0] is trace
-    np.testing.assert_allclose(np.asarray(trace.z), reference[3, 7].numpy(), atol=1e-6)
-    assert app.heatmap.layout.title.text == "layer 4, head 8"
+    assert app.heatmap is heatmap and app.heatmap.revision > revision  # the page's widget stays; its figure changes
+    np.testing.assert_allclose(np.asarray(app.heatmap.figure.data[0].z), reference[3, 7].numpy(), atol=1e-6)
+    assert app.heatmap.figure.layout.title.text == "layer 4, head 8"
     # the statistics bars show layer 4 and highlight head 8
-    np.testing.assert_allclose(np.asarray(app.stats.data[0].y), app.entropy[3].numpy(), atol=1e-9)
-    assert app.stats.data[0].marker.color[7] != app.stats.data[0].marker.color[0]
+    np.testing.assert_allclose(np.asarray(app.stats.figure.data[0].y), app.entropy[3].numpy(), atol=1e-9)
+    assert app.stats.figure.data[0].marker.color[7] != app.stats.figure.data[0].marker.color[0]
 
 
 def test_head_view_lines_are_the_weights_above_threshold(app, reference):
@@ -69,8 +69,8 @@ def test_head_view_lines_are_the_weights_above_threshold(app, reference):
 def test_rollout_view(app, reference):
     app.view.value, app.layer.value, app.fusion.value = "rollout", 6, "max"
     expected = attention_rollout(reference, head_fusion="max")[5]
-    np.testing.assert_allclose(np.asarray(app.heatmap.data[0].z), expected.numpy(), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(app.heatmap.data[0].z).sum(1), 1.0, atol=1e-5)  # rows stay distributions
+    np.testing.assert_allclose(np.asarray(app.heatmap.figure.data[0].z), expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(app.heatmap.figure.data[0].z).sum(1), 1.0, atol=1e-5)  # rows stay distributions
     app.view.value, app.fusion.value = "raw", "mean"
 
 
@@ -78,15 +78,15 @@ def test_mask_veil_and_zero_weights_outside_window(app):
     app.mask.value = "sliding window 3 (conv-like)"
     app.layer.value, app.head.value = 1, 0
     n = len(app.encoding.tokens)
-    veil = np.asarray(app.heatmap.data[1].z, dtype=float)
+    veil = np.asarray(app.heatmap.figure.data[1].z, dtype=float)
     allowed = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :]) <= 1  # window 3 = |i - j| <= 1
     assert np.array_equal(veil == 0, allowed) and np.array_equal(veil == 1, ~allowed)  # 1 = grey, 0 = clear
-    z = np.asarray(app.heatmap.data[0].z)
+    z = np.asarray(app.heatmap.figure.data[0].z)
     assert np.all(z[~allowed] == 0)
     np.testing.assert_allclose(z, reference_patterns(SENTENCES["coreference"], MASKS[app.mask.value])[0, 0].numpy(),
                                atol=1e-6)
     app.mask.value = "full (as trained)"
-    assert np.all(np.asarray(app.heatmap.data[1].z, dtype=float) == 0)  # nothing masked, no NaN (not JSON)
+    assert np.all(np.asarray(app.heatmap.figure.data[1].z, dtype=float) == 0)  # nothing masked, no NaN (not JSON)
 
 
 def test_long_input_truncated_aggregated_and_windowed(app):
@@ -94,8 +94,8 @@ def test_long_input_truncated_aggregated_and_windowed(app):
     app.run_button.click()
     assert len(app.encoding.tokens) == 512 and app.encoding.tokens[-1] == "[SEP]"
     assert "attn-truncated" in app.notice.value and "512" in app.notice.value
-    z = np.asarray(app.heatmap.data[0].z)
-    assert z.shape == (HEATMAP_MAX, HEATMAP_MAX) and "2×2 token blocks" in app.heatmap.layout.title.text
+    z = np.asarray(app.heatmap.figure.data[0].z)
+    assert z.shape == (HEATMAP_MAX, HEATMAP_MAX) and "2×2 token blocks" in app.heatmap.figure.layout.title.text
     np.testing.assert_allclose(z.sum(1), 1.0, atol=1e-5)  # queries averaged, keys summed
     assert app.window.max == 512 - HEAD_VIEW_WINDOW
     assert max(app._head_lines.data["query"]) < HEAD_VIEW_WINDOW
@@ -116,7 +116,7 @@ def test_bad_text_keeps_previous_state(app):
 def test_thumbnail_click_opens_that_head(app):
     app._on_thumbnail(3 * 12 + 5)
     assert (app.layer.value, app.head.value, app.view.value) == (4, 5, "raw")
-    frame = app.model_view.layout.shapes[0]
+    frame = app.model_view.figure.layout.shapes[0]
     assert frame.xref == f"x{3 * 12 + 5 + 1} domain"
 
 
@@ -160,10 +160,10 @@ def test_memory_guard_refusal_switches_to_streamed_statistics(monkeypatch):
     reference = reference_patterns(long_text(600))  # (layer, head, 512, 512), recorded without a budget
     edges = [0, 1] + [2 ** b for b in range(1, N_BUCKETS - 1)] + [1e9]
     shares, _ = distance_histogram(reference[1], edges=edges)  # (head, bucket)
-    np.testing.assert_allclose(np.asarray(app.histogram.data[2].z), shares.numpy(), atol=1e-5)
-    np.testing.assert_allclose(app.histogram.data[1].x, mean_attention_distance(reference[1]).numpy(), atol=1e-4)
-    np.testing.assert_allclose(app.histogram.data[0].x, row_entropy(reference[1]).mean(-1).numpy(), atol=1e-5)
-    assert "512 tokens" in app.histogram.layout.title.text
+    np.testing.assert_allclose(np.asarray(app.histogram.figure.data[2].z), shares.numpy(), atol=1e-5)
+    np.testing.assert_allclose(app.histogram.figure.data[1].x, mean_attention_distance(reference[1]).numpy(), atol=1e-4)
+    np.testing.assert_allclose(app.histogram.figure.data[0].x, row_entropy(reference[1]).mean(-1).numpy(), atol=1e-5)
+    assert "512 tokens" in app.histogram.figure.layout.title.text
     app.export_what.value = "heatmap"
     app.export_button.click()
     assert "statistics-only" in app.message.value  # nothing to export but the streamed panel
@@ -186,7 +186,7 @@ def test_streamed_histogram_equals_the_materialised_one(mask_name):
     reference = reference_patterns(SENTENCES["coreference"], MASKS[mask_name])  # (layer, head, query, key)
     edges = [0, 1] + [2 ** b for b in range(1, N_BUCKETS - 1)] + [1e9]
     shares, _ = distance_histogram(reference, edges=edges)  # (layer, head, bucket)
-    np.testing.assert_allclose(np.asarray(app.histogram.data[2].z), shares[3].numpy(), atol=1e-5)
-    assert app.histogram.layout.title.text.startswith("layer 4")
+    np.testing.assert_allclose(np.asarray(app.histogram.figure.data[2].z), shares[3].numpy(), atol=1e-5)
+    assert app.histogram.figure.layout.title.text.startswith("layer 4")
     np.testing.assert_allclose(app.streamed.mean_distance.mean(-1), mean_attention_distance(reference), atol=1e-5)
     np.testing.assert_allclose(app.streamed.entropy, row_entropy(reference), atol=1e-5)

@@ -54,8 +54,8 @@ def test_measured_memory_exponent_matches_analytic(wide_sweep, op):
 
 def test_analytic_memory_curve_goes_through_middle_point_with_model_shape(wide_sweep):
     for op in SWEEP_OPS:
-        measured = next(t for t in wide_sweep.figure.data if t.name == f"{op} memory")
-        line = next(t for t in wide_sweep.figure.data if t.name == f"{op} analytic")
+        measured = next(t for t in wide_sweep.figure.figure.data if t.name == f"{op} memory")
+        line = next(t for t in wide_sweep.figure.figure.data if t.name == f"{op} analytic")
         model = np.array([cost(op, int(n), **_op_kwargs(int(n), 64)).peak_memory for n in line.x])
         mid = len(line.x) // 2
         assert line.y[mid] == pytest.approx(measured.y[mid], rel=1e-12), op

@@ -28,7 +28,7 @@ def test_answer_and_overlay_match_direct_run(app):
     assert ANSWERS[int(logits.argmax())] in app.answer.value
     # layer 1, the answer token (0), heads averaged
     expected = upsample_patches(patterns[0][:, 0], app.model.grid, tuple(scene.image.shape[-2:])).mean(0)
-    np.testing.assert_allclose(np.asarray(app.figure.data[1].z), normalise(expected.numpy()), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(app.figure.figure.data[1].z), normalise(expected.numpy()), atol=1e-5)
 
 
 def test_score_is_the_analysis_of_the_shown_map(app):
@@ -40,15 +40,15 @@ def test_score_is_the_analysis_of_the_shown_map(app):
 
 
 def test_new_scene_question_layer_and_token(app):
-    image_before = np.asarray(app.figure.data[0].z).copy()
+    image_before = np.asarray(app.figure.figure.data[0].z).copy()
     app.new_scene.click()
-    assert app.seed.value == 4 and not np.array_equal(np.asarray(app.figure.data[0].z), image_before)
+    assert app.seed.value == 4 and not np.array_equal(np.asarray(app.figure.figure.data[0].z), image_before)
     app.kind.value = "colour_of_shape"
     assert app.query.value == question("colour_of_shape", app.target.value)
     assert app.query.value.startswith("what colour is the")
-    overlay = np.asarray(app.figure.data[1].z).copy()
+    overlay = np.asarray(app.figure.figure.data[1].z).copy()
     app.layer.value = 2
-    assert not np.allclose(np.asarray(app.figure.data[1].z), overlay)
+    assert not np.allclose(np.asarray(app.figure.figure.data[1].z), overlay)
     app.token.value = -1
     assert app.message.value == ""
 

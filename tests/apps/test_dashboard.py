@@ -27,7 +27,7 @@ def test_only_the_first_tab_is_built_and_imported_at_start():
 def test_selecting_a_tab_builds_its_app_once():
     tab = dashboard()
     assert [tab.get_title(i) for i in range(len(TABS))] == [title for title, _ in TABS]
-    assert isinstance(tab.apps[0], ReceptiveFieldApp) and tab.children[0].children == (tab.apps[0].widget,)
+    assert isinstance(tab.apps[0], ReceptiveFieldApp) and tab.children[0].children == (tab.notice, tab.apps[0].widget)
     assert tab.apps[2] is None and tab.children[2].children == ()
     tab.selected_index = 2
     app = tab.apps[2]

@@ -6,13 +6,15 @@ JupyterLab and Voila); this checks the structure that makes it so, for every app
 
 from __future__ import annotations
 
+import json
+
 import ipywidgets as W
-import plotly.graph_objects as go
 import pytest
 
 from explorer.apps import CostScalingApp, CrossModalApp, ReceptiveFieldApp
 from explorer.apps._bokeh import BokehWidget
 from explorer.apps._layout import WidthWatcher
+from explorer.apps._plot import PlotView
 
 
 def _walk(widget):
@@ -32,11 +34,11 @@ def app(request):
 
 
 def test_figures_take_their_width_from_the_page(app):
-    figures = [w for w in _walk(app.widget) if isinstance(w, go.FigureWidget)]
+    figures = [w for w in _walk(app.widget) if isinstance(w, PlotView)]
     assert figures
     for figure in figures:
-        assert figure.layout.width is None, "a fixed width overflows JupyterLab's narrower main area"
-        assert figure._config.get("responsive") is True
+        assert figure.figure.layout.width is None, "a fixed width overflows JupyterLab's narrower main area"
+        assert "width" not in json.loads(figure.frame)  # what the page receives: plotly sizes it to its element
 
 
 def test_rows_wrap_and_the_app_watches_its_width(app):
@@ -46,7 +48,7 @@ def test_rows_wrap_and_the_app_watches_its_width(app):
     assert sum(isinstance(w, WidthWatcher) for w in widgets) == 1
     # fixed pixel widths only on controls that fit any page (<= 420 px), and on the bokeh head view (420 px)
     for w in widgets:
-        width = getattr(getattr(w, "layout", None), "width", None) if not isinstance(w, go.FigureWidget) else None
+        width = getattr(getattr(w, "layout", None), "width", None) 
         if isinstance(width, str) and width.endswith("px"):
             assert float(width[:-2]) <= 420, (type(w).__name__, width)
         if isinstance(w, BokehWidget):

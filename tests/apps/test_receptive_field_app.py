@@ -19,11 +19,11 @@ def test_defaults_follow_the_closed_form(app):
     assert f"data-size='{1 + layers * (k - 1)}'" in app.summary.value
 
 
-def test_slider_updates_figure_in_place(app):
-    figure, heatmap = app.figure, app.figure.data[1]
+def test_slider_updates_the_same_figure_view(app):
+    figure, revision = app.figure, app.figure.revision
     app.layers.value = 6
-    assert app.figure is figure and app.figure.data[1] is heatmap  # no rebuild
-    shape = app.figure.layout.shapes[0]
+    assert app.figure is figure and app.figure.revision > revision  # the page's widget stays; its figure changes
+    shape = app.figure.figure.layout.shapes[0]
     assert shape.x1 - shape.x0 == 1 + 6 * (app.kernel.value - 1)
     (r0, r1), (c0, c1) = app.rf.output.box(app.position)
     assert (shape.x0, shape.y0) == (c0 - 0.5, r0 - 0.5)
@@ -57,7 +57,7 @@ def test_noise_input_and_other_photo(app):
     assert app.message.value == ""
     assert torch.isclose(app.erf.grad.sum(), torch.tensor(1.0, dtype=app.erf.grad.dtype))
     app.photo.value = "flower"
-    assert app.message.value == "" and app.figure.data[0].z.shape[:2] == app.erf.grad.shape
+    assert app.message.value == "" and app.figure.figure.data[0].z.shape[:2] == app.erf.grad.shape
 
 
 def test_bad_constructor_arguments():
@@ -81,5 +81,5 @@ def test_default_app_pools_and_zooms_heatmap_on_the_box():
     # six 3x3 convs, 2x2 max pool after every second: r = 3,5,6 | 10,14,16 | 24,32,36 (Araujo et al. recursion)
     assert app.rf.output.size == (36, 36) and app.rf.output.stride == (8, 8)
     (r0, r1), (c0, c1) = app.rf.output.box(app.position)
-    x_range = list(app.figure.layout.xaxis2.range)
+    x_range = list(app.figure.figure.layout.xaxis2.range)
     assert x_range[0] <= c0 - 0.5 and x_range[1] >= min(c1, app._image.shape[1] - 1) + 0.5

@@ -168,7 +168,7 @@ class LabNotebook:
 
     def displayed_widgets(self) -> Counter:
         """Widgets the kernel displayed (the roots in the outputs and every widget under them), by class name:
-        ``FigureWidget`` (plotly), ``BokehWidget``, ``HBox``, ``Dropdown``, ..."""
+        ``PlotView`` (plotly), ``BokehWidget``, ``HBox``, ``Dropdown``, ..."""
         ids = [o["model_id"] for o in self.outputs() if o["model_id"]]
         return Counter(json.loads(self.kernel(_KERNEL_COUNT.replace("IDS", repr(ids))).strip().splitlines()[-1]))
 
@@ -227,7 +227,7 @@ def wait_rendered(nb: LabNotebook, expected: Counter, timeout: float = 60.0) -> 
     deadline = time.monotonic() + timeout
     while True:
         seen = nb.rendered()
-        if ((seen["plotly"] >= expected["FigureWidget"] and seen["bokeh"] >= expected["BokehWidget"])
+        if ((seen["plotly"] >= expected["PlotView"] and seen["bokeh"] >= expected["BokehWidget"])
                 or time.monotonic() > deadline):
             return seen
         nb.page.wait_for_timeout(250)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from explorer.analysis.cost import cost
 from explorer.apps.cost_scaling import DEFAULT_OPS, _op_kwargs
 from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
+from tests.browser.dashboard_server import ROOT
 
 pytestmark = pytest.mark.browser
 
@@ -20,12 +22,26 @@ def cost_page(dashboard_page):
     return open_tab(dashboard_page, "Cost scaling", f"{FIGURE} .main-svg")
 
 
+def test_tab_opens_on_the_shipped_sweep_labelled_with_its_machine(cost_page):
+    shipped = json.loads((ROOT / "assets" / "benchmarks" / "scaling_cpu.json").read_text())
+    page = cost_page
+    title = page.evaluate(f"() => document.querySelector('{FIGURE}').layout.title.text")
+    assert shipped["metadata"]["date"][:10] in title and shipped["metadata"]["processor"] in title
+    traces = page.evaluate(f"() => Object.fromEntries(document.querySelector('{FIGURE}').data.map("
+                           "t => [t.name, [Array.from(t.x), Array.from(t.y)]]))")
+    for record in shipped["records"]:  # every shipped point on the page, per sequence and head
+        xs, ys = traces[f"{record['op']} (shipped)"]
+        per = record["batch"] * record["heads"]
+        assert ys[xs.index(record["n"])] == pytest.approx(record["median_s"] / per, rel=1e-9), record["op"]
+    assert "cost-shipped" in page.inner_html(".cost-status")
+
+
 def test_sweep_plots_points_and_guard_refuses(cost_page):
     page = cost_page
     start = time.perf_counter()
     page.locator("button.cost-run").click()
     page.wait_for_selector(".cost-status .cost-done", timeout=120_000)
-    # every selected op's measured-time trace holds its 4 points (each sweep draws a fresh figure widget)
+    # every selected op's measured-time trace holds its 4 points
     page.wait_for_function(f"""() => {{
         const data = document.querySelector('{FIGURE}').data;
         return {list(DEFAULT_OPS)!r}.every(op => {{ const t = data.find(t => t.name === op); return t && t.x.length === 4; }});
@@ -49,7 +65,7 @@ def test_sweep_plots_points_and_guard_refuses(cost_page):
         model = [cost(op, int(n), **_op_kwargs(int(n), 64)).peak_memory for n in xs]
         for y, c in zip(ys, model):
             assert y / ys[mid] == pytest.approx(c / model[mid], rel=1e-9), op
-    assert page.locator(".cost-exponents tr").count() == 1 + 5
+    assert page.locator(".cost-exponents tr", has_text="this machine").count() == 5
 
     page.locator(".cost-calc-n input").fill("65536")
     page.locator(".cost-calc-n input").press("Enter")

@@ -118,6 +118,58 @@ def test_position_slider_moves_box(rf_page):
     assert page.errors == []
 
 
+def test_fifty_rapid_changes_end_on_the_library_numbers(rf_page):
+    """50 key presses as fast as the page takes them, on two sliders: the drawing that stays is the library's for
+    the final setting -- field box, centre marker and every ERF pixel -- with nothing lost or stale in between."""
+    import numpy as np
+
+    from explorer.analysis import effective_receptive_field
+    from explorer.data import load_photo
+
+    page = rf_page
+    # linear layers: with ReLUs some positions have no gradient at all (dead units), which the app refuses with a
+    # message and no new drawing -- right, but not what this test is about
+    activation = page.locator(".rf-control", has_text="activation").locator("select")
+    activation.select_option(label="none (linear)")
+    page.wait_for_function("() => document.querySelector('.rf-reading')?.dataset.activation === 'none'",
+                           timeout=30_000)
+    start = time.perf_counter()
+    for i in range(25):  # layers up and down, column left and right, interleaved: 50 changes in all
+        _press(page, "rf-layers", "ArrowRight" if i % 4 < 2 else "ArrowLeft", 1)
+        _press(page, "rf-col", "ArrowLeft" if i % 3 else "ArrowRight", 1)
+    # settled: neither the drawn revision (each kernel update bumps it) nor the kernel's reading moved for 2 s
+    page.wait_for_function(f"""() => {{
+        const now = performance.now();
+        const state = document.querySelector('{PLOT}').dataset.revision + document.querySelector('.rf-summary').innerHTML;
+        if (state !== window.__lastState) {{ window.__lastState = state; window.__since = now; }}
+        return now - window.__since > 2000;
+    }}""", polling=100, timeout=120_000)
+    TIMINGS["50 rapid slider changes to settled plot (s)"] = time.perf_counter() - start
+    layers = int(page.locator(".rf-layers .widget-readout").inner_text())
+    col = int(page.locator(".rf-col .widget-readout").inner_text())
+    row = int(page.locator(".rf-row .widget-readout").inner_text())
+    reading = page.locator(".rf-reading")
+    assert page.locator(".rf-reading").get_attribute("data-position") == f"{row},{col}"  # the kernel agrees
+    config = replace(ReceptiveFieldApp.DEFAULT, layers=layers, activation="none")
+    model = build_conv_stack(config)  # seeded: the same weights as the kernel's
+    field = receptive_field(model).output
+    (r0, r1), (c0, c1) = field.box((row, col))
+    shape = _rf_shape(page)
+    assert (shape["x0"], shape["x1"], shape["y0"], shape["y1"]) == pytest.approx(
+        (c0 - 0.5, c1 + 0.5, r0 - 0.5, r1 + 0.5), abs=1e-9)
+    assert _rf_size(page) == field.size[0]
+    erf = effective_receptive_field(model, load_photo("china", 128)[None], position=(row, col))
+    drawn = np.array(page.evaluate(f"() => Array.from(document.querySelector('{PLOT}').data[1].z, r => Array.from(r))"))
+    # float32 on the page, the same computation here: equal to float32 rounding of values that sum to 1
+    np.testing.assert_allclose(drawn, erf.grad.numpy(), rtol=1e-5, atol=1e-9)
+    centre = page.evaluate(f"() => {{ const t = document.querySelector('{PLOT}').data[2]; return [t.y[0], t.x[0]]; }}")
+    assert centre == pytest.approx([(r0 + r1) / 2, (c0 + c1) / 2], abs=1e-9)
+    assert page.locator(".rf-error").count() == 0 and page.errors == []
+    activation.select_option(label="ReLU")  # back for the next tests (this position may have no ReLU gradient:
+    page.wait_for_function("() => document.querySelector('.rf-reading')?.dataset.activation === 'relu'"  # message)
+                           " || document.querySelector('.rf-error') !== null", timeout=30_000)
+
+
 @pytest.mark.parametrize("width", [1280, 1920])
 def test_every_tab_fits_its_width(dashboard_page, width):
     """As in JupyterLab: no figure or control wider than the page's output area, no overlapping titles."""

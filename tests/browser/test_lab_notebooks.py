@@ -93,8 +93,8 @@ def test_every_displayed_view_renders(notebook):
     nb = notebook
     kinds = nb.displayed_widgets()
     rendered = wait_rendered(nb, kinds)
-    assert (rendered["plotly"], rendered["bokeh"]) == (kinds["FigureWidget"], kinds["BokehWidget"])
-    unknown = set(kinds) - set(VIEW_SELECTORS) - {"FigureWidget", "BokehWidget"}
+    assert (rendered["plotly"], rendered["bokeh"]) == (kinds["PlotView"], kinds["BokehWidget"])
+    unknown = set(kinds) - set(VIEW_SELECTORS) - {"PlotView", "BokehWidget"}
     assert not unknown, f"add the page selector of {unknown} to VIEW_SELECTORS"
     by_selector = Counter()
     for kind, count in kinds.items():

@@ -1,0 +1,260 @@
+"""A plotly figure as a light ipywidget whose state *is* the figure: one update policy for every app.
+
+Why not plotly's ``FigureWidget``
+---------------------------------
+Two measured problems, both in plotly 7.1's ``FigureWidget`` (an anywidget):
+
+* **Each one carries plotly.js.** Its ``_esm`` trait holds the whole 4.96 MB widget bundle as a string, so every
+  ``FigureWidget`` sends 5 MB down the websocket and the page evaluates a fresh copy of plotly.js for it (anywidget
+  imports each model's ``_esm`` from its own blob URL). The dashboard shows seven plotly figures: 35 MB and seven
+  plotly.js evaluations per visitor, and redrawing a figure by replacing the widget paid it again.
+* **In-place edits are transient and get lost.** ``fig.data[0].z = ...`` is sent as a message trait that is set and
+  at once reset to ``None`` (``_py2js_restyle``). Only views that are already rendered and listening apply it. The
+  state a view is *built* from (``_widget_data`` / ``_widget_layout``) is the figure as it was at construction:
+  the kernel never updates it (it deep-copies the figure only in ``__init__`` and ``_repr_mimebundle_``, and a figure
+  inside a Box never goes through the latter), and the browser's ``FigureModel.do_restyle`` applies the edit to a
+  deserialised *copy* of ``_widget_data`` that it then drops. So an edit that arrives while a view is still loading
+  (the 5 MB bundle takes a second or more to import), and every edit before a page reload, a reopened notebook or a
+  second view, is lost: the page shows the construction-time figure while the kernel holds the new one. That is
+  what the cost and cross-modal browser tests had caught.
+
+Here the synced state is the figure itself (``fig.to_json()``: data and layout, numeric arrays as plotly's base64
+typed arrays), replaced whole on :meth:`PlotView.update`, with a revision number. The browser draws the latest state
+with ``Plotly.react``; draws are serialised and coalesced (a view that falls behind skips to the newest revision),
+and any view created later, after a reload or in a second tab, is built from the current state. Nothing is ever
+"set and reset", so there is nothing to lose: the last update is what every view shows. Data and layout are
+separate traits (``traces``, ``frame``) and :meth:`update` sends only the one whose JSON changed, so moving a
+selection frame does not resend the heatmaps.
+
+plotly.js itself (the installed plotly's own ``plotly.min.js``, no CDN) is sent once per page: the first view that
+finds no ``Plotly`` of the right version asks the kernel for it with a custom message and runs it; every other view
+on the page waits for the same promise.
+
+Browser-side hooks for tests: the view element is the plotly graph div (class ``js-plotly-plot``, with ``el.data``
+and ``el.layout``, numeric arrays decoded to typed arrays), and ``el.dataset.revision`` is the revision drawn last.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import anywidget
+import plotly
+import plotly.graph_objects as go
+import traitlets
+from plotly.io.json import to_json_plotly
+
+from explorer.apps._js import LIBRARY_LOADER
+
+__all__ = ["PlotView", "plotlyjs_source", "plotlyjs_version"]
+
+log = logging.getLogger("explorer.apps")
+
+_ESM = LIBRARY_LOADER + r"""
+// plotly.min.js ends with window.Plotly = Plotly: keep ours apart and leave any other plotly.js of the page alone.
+function loadPlotly(model) {
+  const version = model.get("version");
+  const key = `plotly.js ${version}`;
+  window.__explorerPlotly = window.__explorerPlotly || {};
+  if (window.__explorerPlotly[version]) return Promise.resolve(window.__explorerPlotly[version]);
+  const before = window.Plotly;
+  return loadLibrary(model, key, "need-plotlyjs", "plotlyjs", () => {
+    if (window.__explorerPlotly[version]) return window.__explorerPlotly[version];
+    if (window.Plotly && window.Plotly !== before && window.Plotly.version === version) {
+      window.__explorerPlotly[version] = window.Plotly;
+      if (before !== undefined) window.Plotly = before;
+      return window.__explorerPlotly[version];
+    }
+    return null;
+  });
+}
+
+const DTYPES = {f8: Float64Array, f4: Float32Array, i1: Int8Array, u1: Uint8Array, i2: Int16Array,
+                u2: Uint16Array, i4: Int32Array, u4: Uint32Array};
+
+function reshape(flat, shape) {
+  if (shape.length <= 1) return flat;
+  const [n, ...rest] = shape;
+  const size = rest.reduce((a, b) => a * b, 1);
+  const rows = [];
+  for (let i = 0; i < n; i++) {
+    const part = flat.subarray(i * size, (i + 1) * size);
+    rows.push(rest.length === 1 && shape.length > 2 ? Array.from(part) : reshape(part, rest));
+  }
+  return rows;
+}
+
+// plotly.py writes numpy arrays as {dtype, bdata (base64), shape}; decode them to (nested) typed arrays so that
+// el.data holds numbers, as plotly.js's own users and our tests expect.
+function decode(value) {
+  if (Array.isArray(value)) return value.map(decode);
+  if (value !== null && typeof value === "object") {
+    if (typeof value.bdata === "string" && typeof value.dtype === "string") {
+      const bytes = Uint8Array.from(atob(value.bdata), (c) => c.charCodeAt(0));
+      let flat;
+      if (value.dtype === "i8" || value.dtype === "u8") {
+        const Big = value.dtype === "i8" ? BigInt64Array : BigUint64Array;
+        flat = Float64Array.from(new Big(bytes.buffer), Number);
+      } else {
+        flat = new DTYPES[value.dtype](bytes.buffer);
+      }
+      const shape = value.shape === undefined ? [flat.length] : String(value.shape).split(",").map(Number);
+      return reshape(flat, shape);
+    }
+    const out = {};
+    for (const [key, item] of Object.entries(value)) out[key] = decode(item);
+    return out;
+  }
+  return value;
+}
+
+async function render({model, el}) {
+  el.classList.add("explorer-plot");
+  const cache = {traces: [null, null], frame: [null, null]};  // [json text, decoded]
+  const parsed = (key) => {
+    const text = model.get(key);
+    if (cache[key][0] !== text) cache[key] = [text, decode(JSON.parse(text || (key === "traces" ? "[]" : "{}")))];
+    return cache[key][1];
+  };
+  let queue = Promise.resolve();
+  let Plotly = null;
+  let clicks = false;
+  const draw = () => {
+    queue = queue.then(async () => {
+      const revision = model.get("revision");
+      if (String(revision) === el.dataset.revision) return;  // drawn already (or a newer draw covered it)
+      // plotly writes into the layout it is given (autoranges, sizes): a copy keeps the decoded one clean
+      const layout = structuredClone(parsed("frame"));
+      await Plotly.react(el, parsed("traces"), layout, {...model.get("config")});
+      el.dataset.revision = String(revision);
+      delete el.dataset.error;
+      if (!clicks) {
+        clicks = true;
+        el.on("plotly_click", (event) => {
+          const p = event && event.points && event.points[0];
+          if (p) model.send({type: "click", curve: p.curveNumber, point: p.pointNumber ?? p.pointNumbers ?? null,
+                             x: p.x ?? null, y: p.y ?? null});
+        });
+      }
+    }).catch((error) => {
+      el.dataset.error = String(error);
+      console.error(error);
+    });
+    return queue;
+  };
+  const onRevision = () => { if (Plotly) draw(); };
+  model.on("change:revision", onRevision);
+  let frame = null;
+  const observer = new ResizeObserver(() => {
+    if (frame !== null || !Plotly || el.dataset.revision === undefined) return;
+    frame = requestAnimationFrame(() => {
+      frame = null;
+      if (el.isConnected && el.offsetWidth > 0) Plotly.Plots.resize(el).catch(() => {});
+    });
+  });
+  try {
+    Plotly = await loadPlotly(model);
+    await inDocument(el);
+    observer.observe(el);
+    await draw();
+  } catch (error) {
+    el.dataset.error = String(error);
+    el.textContent = `The figure could not be drawn: ${error}`;
+    console.error(error);
+  }
+  return () => {
+    model.off("change:revision", onRevision);
+    observer.disconnect();
+    if (Plotly) Plotly.purge(el);
+  };
+}
+
+export default {render};
+"""
+
+_CONFIG = {"displaylogo": False, "responsive": False}  # our ResizeObserver follows the container, not the window
+
+
+@functools.lru_cache(maxsize=1)
+def plotlyjs_source() -> str:
+    """The installed plotly's own ``plotly.min.js`` (the same file ``plotly.offline`` inlines; no CDN)."""
+    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def plotlyjs_version() -> str:
+    """Version of that plotly.js (``Plotly.version`` in the browser)."""
+    from plotly.offline import get_plotlyjs_version
+
+    return get_plotlyjs_version()
+
+
+class PlotView(anywidget.AnyWidget):
+    """A plotly figure shown as a widget; :meth:`update` replaces the figure in every view of it.
+
+    Args:
+        figure: the figure to show (a ``go.Figure``). Give it no layout width: it takes its container's.
+        css: a class name for the element (tests and styles find the figure by it).
+
+    ``view.figure`` is the figure shown last (a plain ``go.Figure``: exports and tests read it); change what is shown
+    with :meth:`update`, not by editing it.
+    """
+
+    _esm = _ESM
+    traces = traitlets.Unicode("[]").tag(sync=True)   # JSON of the figure's traces (data)
+    frame = traitlets.Unicode("{}").tag(sync=True)    # JSON of its layout (``layout`` is the widget's CSS box)
+    config = traitlets.Dict().tag(sync=True)          # plotly.js config
+    revision = traitlets.Int(0).tag(sync=True)        # increases with every update; the page draws the latest
+    version = traitlets.Unicode().tag(sync=True)      # plotly.js version the figure needs
+
+    def __init__(self, figure: go.Figure, css: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.version = plotlyjs_version()
+        self.config = dict(_CONFIG)
+        self._click_handlers: list[Callable[[int, int | None], object]] = []
+        self.figure: go.Figure = go.Figure()
+        self.update(figure)
+        if css:
+            self.add_class(css)
+        self.on_msg(self._on_message)
+
+    def update(self, figure: go.Figure) -> None:
+        """Show ``figure`` instead of the current one (in every open view, and in any view opened later)."""
+        if not isinstance(figure, go.Figure):
+            raise TypeError(f"figure must be a plotly go.Figure, got {type(figure).__name__}")
+        spec = figure.to_dict()  # numpy arrays become plotly's base64 typed arrays
+        data, layout = to_json_plotly(spec["data"]), to_json_plotly(spec["layout"])
+        self.figure = figure
+        with self.hold_sync():  # one message: the changed parts and the revision together
+            if data != self.traces:
+                self.traces = data
+            if layout != self.frame:
+                self.frame = layout
+            self.revision += 1
+
+    def on_click(self, callback: Callable[[int, int | None], object]) -> None:
+        """Call ``callback(trace_index, point_index)`` when a visitor clicks a point of the figure."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        self._click_handlers.append(callback)
+
+    def _on_message(self, _widget, content, _buffers) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "need-plotlyjs":
+            self.send({"type": "plotlyjs", "source": plotlyjs_source()})
+        elif kind == "click":
+            curve, point = content.get("curve"), content.get("point")
+            # a page can send anything: only a trace index of this figure reaches the handlers
+            if isinstance(curve, bool) or not isinstance(curve, int) or not 0 <= curve < len(self.figure.data):
+                log.warning("plot click ignored: curve %r is not a trace index", curve)
+                return
+            if isinstance(point, bool) or not isinstance(point, (int, type(None))):
+                point = None
+            for handler in self._click_handlers:
+                handler(curve, point)
+
