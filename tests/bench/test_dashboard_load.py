@@ -1,0 +1,132 @@
+"""explorer.bench.dashboard_load, pure parts only (no browser, no server): percentiles against numpy, loopback-only
+URLs, visitor-count bounds, both subcommands' parsing, the metadata's keys, the Voila command line."""
+
+import numpy as np
+import pytest
+
+from explorer.bench import dashboard_load as dl
+
+
+def test_summary_matches_numpy_linear_percentiles():
+    samples = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6, 5.0]
+    stats = dl.summarize(samples)
+    assert stats["p50"] == stats["median"] == pytest.approx(np.percentile(samples, 50, method="linear"))
+    assert stats["p95"] == pytest.approx(np.percentile(samples, 95, method="linear"))
+    assert stats["p95"] == pytest.approx(7.8)  # rank 0.95 * 6 = 5.7 between 5.0 and 9.0
+    assert (stats["min"], stats["max"], stats["count"], stats["missing"]) == (1.0, 9.0, 7, 0)
+    assert "linear" in stats["method"]
+
+
+def test_summary_leaves_out_and_counts_missing():
+    stats = dl.summarize([2.0, None, 4.0])
+    assert (stats["count"], stats["missing"], stats["median"]) == (2, 1, 3.0)
+    empty = dl.summarize([None])
+    assert empty["count"] == 0 and empty["p95"] is None
+    with pytest.raises(TypeError, match="samples"):
+        dl.summarize(3.0)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8866/", "http://localhost:8866", "http://[::1]:9000/x.ipynb"])
+def test_loopback_urls_are_accepted(url):
+    assert dl.check_url(url).startswith(url.rstrip("/"))
+
+
+@pytest.mark.parametrize("url", ["http://example.com:8866/", "http://10.0.0.2:8866/", "http://0.0.0.0:8866/",
+                                 "ftp://127.0.0.1/", "http://127.0.0.1.nip.io:8866/"])
+def test_other_hosts_are_refused_naming_url(url):
+    with pytest.raises(ValueError, match="--url"):
+        dl.check_url(url)
+    with pytest.raises(ValueError, match="--url"):
+        dl.parse_args(["latency", "--url", url])
+
+
+@pytest.mark.parametrize("n", [0, 33, -1])
+def test_visitor_count_bounds(n):
+    with pytest.raises(ValueError, match="--n"):
+        dl.check_counts([1, n], "--n", 1)
+    with pytest.raises(ValueError, match="--n"):
+        dl.parse_args(["visitors", "--n", "1", str(n)])
+
+
+def test_counts_keep_order_drop_repeats_and_check_types():
+    assert dl.check_counts([4, 1, 4, 32], "--n", 1) == [4, 1, 32]
+    with pytest.raises(TypeError, match="--n"):
+        dl.check_counts([1.5], "--n", 1)
+    with pytest.raises(ValueError, match="--preheat"):
+        dl.parse_args(["visitors", "--preheat", "0", "33"])
+
+
+def test_parse_visitors():
+    args = dl.parse_args(["visitors", "--n", "1", "4", "--preheat", "0", "4", "--cull-timeout", "30",
+                          "--timeout", "300", "--out", "/tmp/x.json"])
+    assert (args.command, args.n, args.preheat, args.cull_timeout, args.cull_interval) == \
+        ("visitors", [1, 4], [0, 4], 30, 10)
+    assert (args.timeout, args.out, args.url, args.close, args.repeats) == (300.0, "/tmp/x.json", None, "tab", 3)
+    defaults = dl.parse_args(["visitors"])
+    assert defaults.n == [1, 4, 8, 16] and defaults.preheat == [0] and defaults.cull_timeout == 60
+    assert defaults.out.endswith("assets/benchmarks/dashboard_load_cpu.json")
+    with pytest.raises(ValueError, match="--preheat"):
+        dl.parse_args(["visitors", "--url", "http://127.0.0.1:8866/", "--preheat", "2"])
+    with pytest.raises(ValueError, match="--timeout"):
+        dl.parse_args(["visitors", "--timeout", "1"])
+
+
+def test_parse_latency():
+    args = dl.parse_args(["latency", "--repeats", "4", "--url", "http://127.0.0.1:8866/"])
+    assert (args.command, args.repeats, args.url, args.timeout) == ("latency", 4, "http://127.0.0.1:8866/", 600.0)
+    assert dl.parse_args(["latency"]).out.endswith("assets/benchmarks/dashboard_latency_cpu.json")
+    with pytest.raises(ValueError, match="--repeats"):
+        dl.parse_args(["latency", "--repeats", "0"])
+    with pytest.raises(SystemExit):
+        dl.parse_args(["nothing"])
+
+
+def test_metadata_keys():
+    meta = dl.machine_metadata(["visitors", "--n", "1"], chromium="1.0", cull={"cull_idle_timeout_s": 60})
+    for key in ("cpu_model", "cpu_count", "cpu_affinity", "ram_total_gb", "python", "torch", "voila", "chromium",
+                "git_commit", "date", "command", "percentiles", "cull"):
+        assert key in meta, key
+    assert meta["command"].endswith("explorer.bench.dashboard_load visitors --n 1")
+    assert meta["date"].endswith("+00:00")  # UTC
+    assert meta["cpu_affinity"] <= meta["cpu_count"]
+
+
+def test_voila_command_loopback_cull_and_preheat_flags():
+    plain = dl.voila_command("dashboard.ipynb", 9999, 30, 10, 0)
+    assert "--Voila.ip=127.0.0.1" in plain and "--no-browser" in plain and "--port=9999" in plain
+    assert "--MappingKernelManager.cull_idle_timeout=30" in plain
+    assert "--MappingKernelManager.cull_interval=10" in plain
+    assert not any("preheat" in part for part in plain)
+    heated = dl.voila_command("dashboard.ipynb", 9999, 30, 10, 4)
+    assert "--VoilaConfiguration.preheat_kernel=True" in heated
+    assert "--VoilaConfiguration.default_pool_size=4" in heated
+
+
+def test_run_summary_pools_rounds():
+    def visitor(t, saw=True):
+        return {"first_plot_s": t if saw else None, "saw_plot": saw, "errors": [], "error_outputs": 0,
+                "kernel_rss_mb": 100.0}
+
+    rounds = [{"visitors": [visitor(1.0)], "peak_total_rss_mb": 500.0, "cull": {"cull_s": 2.0,
+                                                                               "shut_down_on_close": 1,
+                                                                               "culled_by_server": 0}},
+              {"visitors": [visitor(3.0), visitor(0, saw=False)], "peak_total_rss_mb": 700.0,
+               "cull": {"cull_s": 5.0, "shut_down_on_close": 0, "culled_by_server": 2}}]
+    run = dl.summarize_run(1, 0, rounds)
+    assert run["p50_first_plot_s"] == 2.0 and run["all_saw_plot"] is False and run["saw_plot_count"] == 2
+    assert (run["peak_total_rss_mb"], run["cull_s"]) == (700.0, 5.0)
+    assert run["cull_mechanism"].startswith("mixed")
+    assert all("visitors" not in r for r in run["rounds"])
+
+
+def test_selectors_in_one_place():
+    for scenario in [*dl.SCENARIOS.values(), dl.ROUND_TRIP]:
+        assert scenario.control in dl.SELECTORS.values() and scenario.container in dl.SELECTORS.values()
+
+
+@pytest.mark.parametrize("url, blocked", [("http://127.0.0.1:8866/voila/static/x.js", False),
+                                          ("ws://localhost:8866/api/kernels/x/channels", False),
+                                          ("https://cdn.jsdelivr.net/npm/x.css", True),
+                                          ("http://127.0.0.1.example.com/", True), ("data:text/plain,1", False)])
+def test_browser_requests_to_other_hosts_are_aborted(url, blocked):
+    assert bool(dl.NOT_LOOPBACK.match(url)) is blocked
