@@ -25,6 +25,7 @@ from explorer.analysis.receptive_field import (
     EffectiveRF,
     ReceptiveField,
     RFLayer,
+    ZeroGradient,
     effective_receptive_field,
     receptive_field,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "EffectiveRF",
     "ReceptiveField",
     "RFLayer",
+    "ZeroGradient",
     "effective_receptive_field",
     "receptive_field",
     "stack_patterns",

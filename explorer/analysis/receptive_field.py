@@ -57,7 +57,12 @@ from torch import nn
 
 from explorer.layers.geometry import Geometry
 
-__all__ = ["RFLayer", "ReceptiveField", "EffectiveRF", "receptive_field", "effective_receptive_field"]
+__all__ = ["RFLayer", "ReceptiveField", "EffectiveRF", "ZeroGradient", "receptive_field", "effective_receptive_field"]
+
+
+class ZeroGradient(ValueError):
+    """No gradient reaches the input from the chosen output position (e.g. every path runs through a dead ReLU):
+    the position has no effective receptive field for this input."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -626,7 +631,8 @@ def effective_receptive_field(
     Raises:
         TypeError: if ``model`` is not an ``nn.Module`` or ``x`` not a floating-point tensor.
         ValueError: bad ``x`` shape, ``position``, ``channel`` or ``mass``; the output is not
-            ``[batch, channel, *spatial]`` like ``x``; the gradient is zero everywhere.
+            ``[batch, channel, *spatial]`` like ``x``; the gradient is zero everywhere (:class:`ZeroGradient`, a
+            ValueError).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -663,7 +669,7 @@ def effective_receptive_field(
     gmap = grad.detach().abs().sum(dim=(0, 1)).to(device="cpu", dtype=torch.float64)  # [*spatial]
     total = gmap.sum()
     if not total > 0:
-        raise ValueError(
+        raise ZeroGradient(
             f"effective_receptive_field: the gradient at position {pos} is zero everywhere "
             f"(e.g. dead ReLUs for this input); try another input or position"
         )

@@ -239,6 +239,7 @@ class AttentionMapsApp:
         """(entropy, mean distance, sink share), each [layer, head], cached per 'drop special' choice."""
         drop = self.drop_special.value
         if drop not in self._stats_cache:
+            self._guard_layer_maps()
             keep = ~self._special if drop and (~self._special).sum() >= 2 else None
             self._stats_cache[drop] = (head_entropy(self.patterns, keep=keep),
                                        mean_attention_distance(self.patterns, keep=keep),
@@ -257,9 +258,17 @@ class AttentionMapsApp:
     def sink(self) -> torch.Tensor:
         return self._statistics()[2]
 
+    def _guard_layer_maps(self) -> None:
+        """Ask the memory guard before statistics or rollout: their temporaries are a few (layer, n, n) maps, what
+        a one-head ``attention_math`` over a batch of 2 x layers needs."""
+        config = self.pretrained.config
+        check("attention_math", len(self.encoding.tokens), d=config.hidden_size, heads=1,
+              batch=2 * config.num_hidden_layers)
+
     def rollout(self, fusion: str = "mean") -> torch.Tensor:
         """Attention rollout after every layer, [layer, query, key] (cached per head fusion)."""
         if fusion not in self._rollouts:
+            self._guard_layer_maps()
             self._rollouts[fusion] = attention_rollout(self.patterns, head_fusion=fusion)
         return self._rollouts[fusion]
 

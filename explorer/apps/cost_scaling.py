@@ -29,6 +29,7 @@ COLOURS = dict(zip(OPS, OP_COLOURS))
 # conservative CPU throughput exceeds the per-point budget, so one click never blocks the kernel for long.
 CPU_FLOPS_PER_S = 2e10
 POINT_TIME_BUDGET_S = 10.0
+SWEEP_TIME_BUDGET_S = 60.0  # and a whole sweep (one click) at most this long, summed over its points
 BENCHMARKS = Path(__file__).resolve().parents[2] / "assets" / "benchmarks"
 
 
@@ -206,7 +207,7 @@ class CostScalingApp:
         low, high = self.sizes.value
         sizes = [2 ** p for p in range(low, high + 1)]
         d = self.d.value
-        plan, refused = [], []
+        plan, refused, planned_s = [], [], 0.0
         for op in ops:
             for n in sizes:
                 kwargs = _op_kwargs(n, d)
@@ -218,7 +219,10 @@ class CostScalingApp:
                 seconds = 5 * estimate.flops / CPU_FLOPS_PER_S
                 if seconds > POINT_TIME_BUDGET_S:
                     refused.append(f"{op} at n={n} would take about {seconds:.0f} s (budget {POINT_TIME_BUDGET_S:.0f} s)")
+                elif planned_s + seconds > SWEEP_TIME_BUDGET_S:
+                    refused.append(f"{op} at n={n}: the sweep would exceed {SWEEP_TIME_BUDGET_S:.0f} s in all")
                 else:
+                    planned_s += seconds
                     plan.append((op, n, kwargs))
         self.progress.max, self.progress.value = max(len(plan), 1), 0
         self.measurements = []

@@ -13,7 +13,7 @@ from explorer.apps._callbacks import callback
 from explorer.apps._comm_guard import harden
 from explorer.apps._layout import WidthWatcher, row
 from explorer.apps._plot import PlotView
-from explorer.analysis import effective_receptive_field, receptive_field
+from explorer.analysis import ZeroGradient, effective_receptive_field, receptive_field
 from explorer.data import PHOTOS, load_photo
 from explorer.guard import check
 from explorer.models import ConvStackConfig, build_conv_stack
@@ -37,7 +37,8 @@ class ReceptiveFieldApp:
         height: photo height in pixels fed to the network (keeps interaction instant on a laptop CPU).
         erf_input: ``"photo"`` or ``"noise"`` (seeded Gaussian), the input the gradient is taken at.
 
-    Attributes after each update: ``model``, ``rf`` (ReceptiveField), ``erf`` (EffectiveRF), ``position``
+    Attributes after each update: ``model``, ``rf`` (ReceptiveField), ``erf`` (EffectiveRF, or None when no
+    gradient reaches the input from that position: dead ReLUs), ``position``
     (output row, col), ``output_shape`` (height, width of the network output).
     """
 
@@ -159,9 +160,20 @@ class ReceptiveFieldApp:
     def _compute_erf(self) -> None:
         self.position = (self.row.value, self.col.value)
         self._guard(self.config)
-        self.erf = effective_receptive_field(self.model, self._input, position=self.position)
+        try:
+            self.erf = effective_receptive_field(self.model, self._input, position=self.position)
+        except ZeroGradient:  # a real answer for this position, not a failure: the view shows it, nothing stale
+            self.erf = None
         out = self.rf.output
         size, stride, padding = out.size, out.stride, out.padding
+        if self.erf is None:
+            erf_text = ("<span class='erf-none'>ERF: none — no gradient reaches the input from this position (every "
+                        "path runs through a ReLU that is off for this input); try random noise as ERF input, linear "
+                        "layers or another position</span>")
+        else:
+            erf_text = (f"ERF: 95% of |∂y/∂x| within <b><span class='erf-r95'>±{self.erf.radius[0.95]:.1f}</span>"
+                        f"</b> px, std {self.erf.std[0]:.1f} px (<span class='erf-share'>"
+                        f"{self._erf_share_in_rf():.0%}</span> of its mass inside the theoretical box)")
         self.summary.value = (
             f"<div class='rf-reading' data-position='{self.position[0]},{self.position[1]}' "
             f"data-layers='{self.layers.value}' data-activation='{self.activation.value}' "
@@ -169,10 +181,7 @@ class ReceptiveFieldApp:
             f"Theoretical receptive field: <b><span class='rf-size' data-size='{size[0]}'>{size[0]} × {size[1]}"
             f"</span></b> px<br>effective stride <span class='rf-stride'>{stride[0]}</span>, "
             f"effective padding {padding[0]}, output {self.output_shape[0]} × {self.output_shape[1]}<br>"
-            f"ERF: 95% of |∂y/∂x| within <b><span class='erf-r95'>±{self.erf.radius[0.95]:.1f}</span></b> px, "
-            f"std {self.erf.std[0]:.1f} px "
-            f"(<span class='erf-share'>{self._erf_share_in_rf():.0%}</span> of its mass inside the theoretical box)"
-            f"</div>")
+            f"{erf_text}</div>")
         # elementwise layers (activations) repeat the row above them: list only the layers that grow the field
         self.table.value = rf_table_html([row for row in self.rf.table() if row["op"] != "elementwise"])
 
@@ -187,6 +196,8 @@ class ReceptiveFieldApp:
         rf_box = self.rf.output.box(self.position)
         (r0, r1), (c0, c1) = rf_box
         centre = ((r0 + r1) / 2, (c0 + c1) / 2)
+        if self.erf is None:  # no effective field: its dashed box collapses onto the centre
+            return rf_box, ((centre[0], centre[0]), (centre[1], centre[1])), centre
         r95 = self.erf.radius[0.95]
         cy, cx = self.erf.centre
         erf_box = ((cy - r95, cy + r95), (cx - r95, cx + r95))
@@ -194,7 +205,8 @@ class ReceptiveFieldApp:
 
     def _make_figure(self) -> go.Figure:
         rf_box, erf_box, centre = self._boxes()
-        return receptive_field_figure(self._image, self.erf.grad.numpy(), rf_box, erf_box, centre)
+        erf = np.zeros(self._image.shape[:2], np.float32) if self.erf is None else self.erf.grad.numpy()
+        return receptive_field_figure(self._image, erf, rf_box, erf_box, centre)
 
     # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------
     def _on_arch(self) -> None:

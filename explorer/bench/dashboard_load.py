@@ -385,21 +385,53 @@ def tree_rss_mb(root: psutil.Process) -> tuple[float, list[psutil.Process]]:
 
 
 class RssSampler:
-    """Samples the RSS of a process tree every ``every`` seconds on a thread; remembers every process seen."""
+    """Samples the RSS of a process tree every ``every`` seconds on a thread; remembers every process seen.
+
+    It also splits the CPU time this machine spent while the visitors loaded: ``cpu_s["server"]`` is Voila and its
+    kernels, ``cpu_s["browser"]`` every other process this benchmark started (Playwright's driver and Chromium,
+    which in a real class run on the visitors' own machines). Each process counts from its first sample (or its
+    start, if it started during the round) to its last; a process that ends between samples loses at most one
+    interval.
+    """
 
     def __init__(self, root: psutil.Process, every: float = SAMPLE_EVERY_S) -> None:
         self.root, self.every = root, every
         self.peak_total_mb = 0.0
         self.peak_kernels = 0
         self.samples = 0
+        self._me = psutil.Process()
+        self._cpu: dict[int, list] = {}  # pid -> [kind, first seconds, last seconds]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._sample_cpu(first=True)
+
+    def _sample_cpu(self, first: bool = False) -> None:
+        with contextlib.suppress(psutil.Error):
+            server = {self.root.pid} | {p.pid for p in self.root.children(recursive=True)}
+            for proc in self._me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    seconds = times.user + times.system
+                    entry = self._cpu.get(proc.pid)
+                    if entry is None:
+                        kind = "server" if proc.pid in server else "browser"
+                        self._cpu[proc.pid] = [kind, seconds if first else 0.0, seconds]
+                    else:
+                        entry[2] = seconds
+
+    @property
+    def cpu_s(self) -> dict[str, float]:
+        out = {"server": 0.0, "browser": 0.0}
+        for kind, start, last in self._cpu.values():
+            out[kind] += last - start
+        return {k: round(v, 2) for k, v in out.items()}
 
     def _run(self) -> None:
         while not self._stop.is_set():
             total, _procs = tree_rss_mb(self.root)
             self.peak_total_mb = max(self.peak_total_mb, total)
             self.peak_kernels = max(self.peak_kernels, len(kernel_processes(self.root)))
+            self._sample_cpu()
             self.samples += 1
             self._stop.wait(self.every)
 
@@ -410,6 +442,7 @@ class RssSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        self._sample_cpu()
 
 
 @dataclass
@@ -798,6 +831,7 @@ async def run_round(browser, url: str, n: int, plot_selector: str, deadline: Dea
         out = {"visitors": results, "start_spread_s": max(r["start_offset_s"] for r in results),
                "peak_total_rss_mb": sampler.peak_total_mb if server else None,
                "peak_kernels": sampler.peak_kernels if server else None,
+               "cpu_s": sampler.cpu_s if server else None,
                "rss_samples": sampler.samples if server else 0}
         log_offset = len(server.log_text()) if server is not None else 0
         await asyncio.gather(*(close_visitor(v, close) for v in visitors))
@@ -1085,6 +1119,12 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _cpu(run: dict) -> str:
+    """Server and browser CPU seconds of the run's last round (see ``RssSampler``)."""
+    cpu = next((r["cpu_s"] for r in reversed(run["rounds"]) if r.get("cpu_s")), None)
+    return "-" if cpu is None else f"{cpu['server']:.0f}/{cpu['browser']:.0f}"
+
+
 def visitors_table(result: dict) -> str:
     lines = []
     ref = result.get("reference")
@@ -1093,7 +1133,7 @@ def visitors_table(result: dict) -> str:
                      f"{ref['first_plot']['count']} visit(s); dashboard N=1 / reference = "
                      f"{_fmt(result['first_plot_ratio'])}")
     lines.append(f"{'n':>3} {'pool':>4} {'saw':>7} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'peak MB':>8} "
-                 f"{'kernel MB':>9} {'cull s':>7} {'errs':>4}  freed by")
+                 f"{'kernel MB':>9} {'cull s':>7} {'errs':>4} {'cpu srv/brw s':>13}  freed by")
     for run in result["runs"]:
         kernels = [k for k in run["kernel_rss_mb"] if k is not None]
         kernel_mb = float(np.median(kernels)) if kernels else None
@@ -1103,7 +1143,7 @@ def visitors_table(result: dict) -> str:
             f"{_fmt(run['p50_first_plot_s']):>7} {_fmt(run['p95_first_plot_s']):>7} "
             f"{_fmt(run['first_plot']['max']):>7} "
             f"{_fmt(run['peak_total_rss_mb'], '.0f'):>8} {_fmt(kernel_mb, '.0f'):>9} {_fmt(run['cull_s'], '.1f'):>7} "
-            f"{run['error_outputs'] + run['errors']:>4}  {run['cull_mechanism'] or '-'}")
+            f"{run['error_outputs'] + run['errors']:>4} {_cpu(run):>13}  {run['cull_mechanism'] or '-'}")
         for r in run["rounds"]:
             if "error" in r:
                 lines.append(f"      round error: {r['error'][:150]}")

@@ -16,9 +16,19 @@ PHOTOS = {"china": "china.jpg", "flower": "flower.jpg"}
 
 @lru_cache(maxsize=4)
 def _raw(name: str) -> np.ndarray:
-    from sklearn.datasets import load_sample_image
+    """The photo's pixels, decoded with PIL from scikit-learn's package folder -- what ``load_sample_image`` returns,
+    without importing scikit-learn (1.2 s and scipy at every dashboard visitor's kernel start)."""
+    import importlib.util
+    from pathlib import Path
 
-    return load_sample_image(PHOTOS[name])  # (height, width, 3) uint8
+    from PIL import Image
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the photos ship with scikit-learn, which is not installed (see pyproject.toml)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "images" / PHOTOS[name]
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))  # (height, width, 3) uint8
 
 
 def load_photo(name: str = "china", height: int | None = None) -> torch.Tensor:

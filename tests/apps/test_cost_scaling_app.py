@@ -121,3 +121,15 @@ def test_gpu_benchmarks_read_both_files_and_skip_cpu_and_errors(tmp_path):
     assert records[0]["median_s"] == pytest.approx(2e-4 / (2 * 4), rel=1e-12)  # per sequence and head
     assert records[1]["median_s"] == pytest.approx(1e-4, rel=1e-12)  # batch and heads default to 1
     assert records[2]["median_s"] == pytest.approx(1.28e-3 / (4 * 16), rel=1e-12)
+
+
+def test_a_whole_sweep_is_bounded_in_time(monkeypatch):
+    """One click never blocks the kernel for long: points whose estimated times would push the sweep past its budget
+    are refused by name, before anything runs (a 1 ms budget here: every point exceeds it)."""
+    import explorer.apps.cost_scaling as module
+
+    monkeypatch.setattr(module, "SWEEP_TIME_BUDGET_S", 1e-3)
+    monkeypatch.setattr(module, "measure", lambda *a, **k: pytest.fail("nothing may run over budget"))
+    app = CostScalingApp(ops=("attention_math",), min_log2=12, max_log2=13)
+    app.run_button.click()
+    assert "data-points='0'" in app.status.value and "would exceed" in app.status.value

@@ -1,10 +1,15 @@
-"""The receptive-field app without a browser: sliders -> numbers and figure, updated in place, never raising."""
+"""The receptive-field app without a browser: sliders -> numbers and figure, never raising."""
 
+import itertools
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
+from explorer.analysis import receptive_field
 from explorer.apps import ReceptiveFieldApp, dashboard
-from explorer.models import ConvStackConfig
+from explorer.models import ConvStackConfig, build_conv_stack
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +50,21 @@ def test_stride_rescales_position_sliders(app):
 
 
 def test_impossible_request_shows_message_and_recovers(app):
-    app.layers.value, app.stride.value = 12, 3  # shrinks 64 px to nothing
-    assert "rf-error" in app.message.value
-    app.layers.value, app.stride.value = 3, 1
+    app.pool.value, app.pool_every.value = "max", 1
+    app.layers.value = 12  # twelve 2x2 poolings: 64 px run out after six
+    assert "rf-error" in app.message.value and "too small" in app.message.value
+    app.pool.value, app.layers.value = "none", 3
     assert app.message.value == ""
     assert app.rf.output.size == (7, 7)
+
+
+def test_stride_to_one_pixel_is_an_answer_not_an_error(app):
+    """Twelve stride-3 convs leave one output pixel whose gradient reaches no input pixel here: the app says so."""
+    app.layers.value, app.stride.value = 12, 3
+    assert app.output_shape == (1, 1) and app.message.value == ""
+    assert app.erf is None and "erf-none" in app.summary.value
+    app.layers.value, app.stride.value = 3, 1
+    assert app.erf is not None and app.rf.output.size == (7, 7)
 
 
 def test_noise_input_and_other_photo(app):
@@ -83,3 +98,31 @@ def test_default_app_pools_and_zooms_heatmap_on_the_box():
     (r0, r1), (c0, c1) = app.rf.output.box(app.position)
     x_range = list(app.figure.figure.layout.xaxis2.range)
     assert x_range[0] <= c0 - 0.5 and x_range[1] >= min(c1, app._image.shape[1] - 1) + 0.5
+
+
+def test_position_without_gradient_shows_no_erf_and_nothing_stale():
+    """With ReLUs some output positions get no gradient from any input pixel (the library raises ZeroGradient).
+    The app shows that answer -- the theoretical box of *that* position, an empty ERF panel, a note -- instead of an
+    error beside the previous position's drawing."""
+    from explorer.analysis import ZeroGradient, effective_receptive_field
+    from explorer.data import load_photo
+
+    config = replace(ReceptiveFieldApp.DEFAULT, layers=9)
+    model, photo = build_conv_stack(config), load_photo("china", 128)[None]
+    with torch.no_grad():
+        rows, cols = model(photo).shape[-2:]
+    dead = []
+    for position in itertools.product(range(rows), range(cols)):  # the library decides, independently of the app
+        try:
+            effective_receptive_field(model, photo, position=position)
+        except ZeroGradient:
+            dead.append(position)
+    assert dead, "this seeded stack has positions without gradient (found by the browser's 50-changes test)"
+    app = ReceptiveFieldApp(config)
+    app.row.value, app.col.value = dead[0]
+    assert app.position == dead[0] and app.erf is None and app.message.value == ""
+    assert "erf-none" in app.summary.value
+    (r0, r1), (c0, c1) = receptive_field(model).output.box(dead[0])
+    shape = app.figure.figure.layout.shapes[0]
+    assert (shape.x0, shape.x1, shape.y0, shape.y1) == (c0 - 0.5, c1 + 0.5, r0 - 0.5, r1 + 0.5)
+    assert not np.asarray(app.figure.figure.data[1].z).any()  # the ERF panel is empty, not last position's
