@@ -114,10 +114,27 @@ function decode(value) {
 async function render({model, el}) {
   el.classList.add("explorer-plot");
   const cache = {traces: [null, null], frame: [null, null]};  // [json text, decoded]
+  let previous = new Map();  // one trace's JSON -> its decoded object, from the last update
   const parsed = (key) => {
     const text = model.get(key);
-    if (cache[key][0] !== text) cache[key] = [text, decode(JSON.parse(text || (key === "traces" ? "[]" : "{}")))];
-    return cache[key][1];
+    if (cache[key][0] === text) return cache[key][1];
+    let value = JSON.parse(text || (key === "traces" ? "[]" : "{}"));
+    if (key === "traces") {
+      // A trace whose JSON did not change keeps its decoded object: no base64 decoding again, and Plotly.react,
+      // which compares data arrays by reference, does not recompute it (the photo under a moving box).
+      const next = new Map();
+      value = value.map((trace) => {
+        const json = JSON.stringify(trace);
+        const decoded = previous.get(json) || decode(trace);
+        next.set(json, decoded);
+        return decoded;
+      });
+      previous = next;
+    } else {
+      value = decode(value);
+    }
+    cache[key] = [text, value];
+    return value;
   };
   let queue = Promise.resolve();
   let Plotly = null;
