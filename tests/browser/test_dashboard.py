@@ -16,7 +16,7 @@ from tests.browser.dashboard_server import ROOT
 
 pytestmark = pytest.mark.browser
 
-PLOT = ".rf-figure.js-plotly-plot"  # the FigureWidget element is the plotly graph div
+PLOT = ".rf-figure.js-plotly-plot"  # the PlotView element is the plotly graph div
 ARTIFACTS = ROOT / "tests" / "browser" / "_artifacts"
 
 
