@@ -8,6 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.viz.receptive_field import png_data_uri
+
 from explorer.viz.receptive_field import Box, box_shape
 
 __all__ = ["cross_modal_figure", "object_box", "normalise", "OVERLAY_SCALE"]
@@ -21,7 +23,7 @@ def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray,
     """Panels: averaged attention over the scene, Integrated Gradients over the scene, then one panel per head.
 
     Args:
-        image: (height, width, 3) uint8 scene.
+        image: (height, width, 3) uint8 scene (sent to the page as a PNG ``source``).
         attention: (height, width) attention of the chosen token, heads averaged, upsampled from patches.
         ig: (height, width) |Integrated Gradients| summed over colour channels.
         heads: (head, height, width) attention of each head, upsampled.
@@ -49,8 +51,9 @@ def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray,
     fig = make_subplots(rows=2, cols=cols, specs=specs, subplot_titles=titles, row_heights=[0.62, 0.38],
                         vertical_spacing=0.08, horizontal_spacing=0.03)
     positions = [(1, 1), (1, cols // 2 + 1)] + [(2, h + 1) for h in range(n_heads)]
+    source = png_data_uri(image)  # drawn as is by plotly.js (see explorer.viz.receptive_field.png_data_uri)
     for k, ((row, col), values) in enumerate(zip(positions, maps)):
-        fig.add_trace(go.Image(z=image, hoverinfo="skip"), row=row, col=col)
+        fig.add_trace(go.Image(source=source, hoverinfo="skip"), row=row, col=col)
         fig.add_trace(go.Heatmap(z=normalise(values), colorscale=OVERLAY_SCALE, zmin=0, zmax=1, showscale=False,
                                  hovertemplate="row %{y}, col %{x}: %{z:.2f} of max<extra></extra>"),
                       row=row, col=col)

@@ -72,7 +72,8 @@ def test_noise_input_and_other_photo(app):
     assert app.message.value == ""
     assert torch.isclose(app.erf.grad.sum(), torch.tensor(1.0, dtype=app.erf.grad.dtype))
     app.photo.value = "flower"
-    assert app.message.value == "" and app.figure.figure.data[0].z.shape[:2] == app.erf.grad.shape
+    assert app.message.value == "" and app._image.shape[:2] == app.erf.grad.shape
+    assert app.figure.figure.data[0].source.startswith("data:image/png")
 
 
 def test_bad_constructor_arguments():

@@ -29,3 +29,21 @@ def test_table_escapes_and_collapses_equal_dims():
     html = rf_table_html(rows)
     assert "&lt;conv&gt;" in html and "<conv>" not in html
     assert ">5<" in html and "1 × 2" in html
+
+
+def test_photo_travels_as_a_lossless_png():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from explorer.viz.receptive_field import png_data_uri
+
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    fig = receptive_field_figure(image, np.full((20, 30), 1 / 600), ((2, 8), (3, 11)), ((4, 6), (5, 9)), (5, 7))
+    source = fig.data[0].source
+    assert source.startswith("data:image/png;base64,")
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))).convert("RGB"))
+    np.testing.assert_array_equal(decoded, image)  # PNG is lossless: exactly the network's input pixels
+    with pytest.raises(ValueError, match="image must be"):
+        png_data_uri(np.zeros((20, 30, 3)))  # float, not uint8
