@@ -12,20 +12,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from explorer.bench.dashboard_load import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _serve(timeout: float = 90.0) -> str:
     """Run ``make lab``, wait until JupyterLab answers, stop it; return its output."""
-    port = _free_port()
+    port = free_port()
     home = Path(tempfile.mkdtemp(prefix="make-lab-"))
     env = {**os.environ, "HOME": str(home), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
            "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),

@@ -45,10 +45,9 @@ log = logging.getLogger("explorer.apps")
 
 # The keys the stock ipywidgets views set from the page (@jupyter-widgets/controls 8: value, index, selected_index,
 # playing/repeat of Play, outputs/msg_id of Output, _view_count when views are counted). A widget class whose own
-# view sends more declares them in a ``_frontend_keys`` tuple; plotly's FigureWidget reports through ``_js2py_*``.
+# view sends more declares them in a ``_frontend_keys`` tuple.
 FRONTEND_KEYS = frozenset({"value", "index", "selected_index", "playing", "repeat", "outputs", "msg_id",
                            "_view_count"})
-_FRONTEND_PREFIXES = ("_js2py_",)
 # Widgets that only show their value: their views never send it.
 _DISPLAY_ONLY = (W.HTML, W.HTMLMath, W.Label, W.IntProgress, W.FloatProgress, W.Valid, W.Image, W.Audio, W.Video)
 MAX_TEXT = 10_000          # characters in one string of an update (a pasted article is ~5,000 per page)
@@ -169,8 +168,7 @@ def _settable(widget: W.Widget, key: str) -> bool:
     """Whether the widget's own view sets ``key`` from the page."""
     if key == "value" and isinstance(widget, _DISPLAY_ONLY):
         return False
-    return (key in FRONTEND_KEYS or key.startswith(_FRONTEND_PREFIXES)
-            or key in getattr(widget, "_frontend_keys", ()))
+    return key in FRONTEND_KEYS or key in getattr(widget, "_frontend_keys", ())
 
 
 def _problem(widget: W.Widget, key: str, value: object) -> str | None:

@@ -167,7 +167,7 @@ class CostScalingApp:
         self.widget.add_class("cost-app")
         harden(self.widget, self.status, "cost-error")
 
-    def _series(self, measurements: list, suffix: str, symbol: str, analytic: bool, legend: str = "") -> list:
+    def _series(self, measurements: list, suffix: str, symbol: str, analytic: bool) -> list:
         """One :class:`CostSeries` per op of ``measurements``; analytic shapes (time ∝ FLOPs, memory ∝ the model's
         peak) scaled through the middle point when ``analytic``."""
         out = []
@@ -185,15 +185,14 @@ class CostScalingApp:
                 p = np.array([c.peak_memory for c in model], dtype=float)
                 mid = len(ns) // 2  # analytic shapes drawn through the middle measurement
                 flops, memory = f * times[mid] / f[mid], p * peaks[mid] / p[mid]
-            out.append(CostSeries(op, suffix, ns, times, peaks, COLOURS[op], symbol, flops, memory,
-                                  legend=f"{op}{legend}" if legend else None))
+            out.append(CostSeries(op, suffix, ns, times, peaks, COLOURS[op], symbol, flops, memory))
         return out
 
     def _figure(self) -> go.Figure:
         """The shipped sweep (open markers), this machine's live sweep (filled, with the analytic shapes through
         it; through the shipped points while there is none) and any GPU records."""
         live = self.measurements
-        series = self._series(self.shipped, " (shipped)", "circle-open", analytic=not live, legend=" (shipped)")
+        series = self._series(self.shipped, " (shipped)", "circle-open", analytic=not live)
         series += self._series(live, "", "circle", analytic=True)
         title = self.shipped_label + ("; filled: this machine, now" if live else "")
         return cost_scaling_figure(series, self._gpu, title=title)

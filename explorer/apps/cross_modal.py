@@ -143,7 +143,7 @@ class CrossModalApp:
         # Integrated Gradients runs the model on IG_STEPS interpolated images at once, keeping activations for the
         # backward pass: ask the memory guard for that batch of every layer's patch attention first
         config = self.model.config
-        check("attention_math", self._grid[0] * self._grid[1] + self.model.config.max_query, d=config.embed,
+        check("attention_math", self._grid[0] * self._grid[1] + config.max_query, d=config.embed,
               heads=config.heads, batch=IG_STEPS * 2 * config.layers)
         with torch.no_grad(), record(self.model, "*.cross_attn.hook_pattern") as trace:
             logits = self.model(image, ids)  # (1, answers)

@@ -335,6 +335,7 @@ class Deadline:
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the tests' servers use it too)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -31,7 +31,6 @@ class CostSeries:
     symbol: str = "circle"
     flops: np.ndarray | None = None
     memory: np.ndarray | None = None
-    legend: str | None = None
 
 
 def _values(a) -> list[float]:
@@ -49,7 +48,7 @@ def cost_scaling_figure(series: Sequence[CostSeries], gpu: Sequence[dict] = (), 
     for s in series:
         name = f"{s.op}{s.suffix}"
         marker = {"color": s.colour, "size": 8, "symbol": s.symbol}
-        fig.add_trace(go.Scatter(x=_values(s.ns), y=_values(s.times), mode="markers", name=s.legend or name,
+        fig.add_trace(go.Scatter(x=_values(s.ns), y=_values(s.times), mode="markers", name=name,
                                  legendgroup=s.op, marker=marker), row=1, col=1)
         fig.add_trace(go.Scatter(x=_values(s.ns), y=_values(s.peaks), mode="markers", name=f"{name} memory",
                                  legendgroup=s.op, showlegend=False,

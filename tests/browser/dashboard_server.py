@@ -12,17 +12,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from explorer.bench.dashboard_load import free_port  # one loopback free-port helper for tests and benchmarks
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_up(proc: subprocess.Popen, answers, what: str, log: Path, timeout: float) -> None:
