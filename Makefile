@@ -34,7 +34,7 @@ $(PY):
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dashboard,test,pretrained,kernels]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dashboard,test,pretrained,kernels,classroom]'
 	touch $@
 
 setup: $(STAMP)
