@@ -11,6 +11,7 @@ PY      := $(VENV)/bin/python
 PORT    ?= 8866
 LAB_PORT ?= 8888
 HOST    ?= 127.0.0.1
+COURSE  ?= build/course
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 STAMP   := $(VENV)/.installed
@@ -19,12 +20,13 @@ export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup dashboard lab test test-unit test-notebooks test-browser browser screenshot bench lock clean
+.PHONY: help setup student dashboard lab test test-unit test-notebooks test-browser browser screenshot bench lock clean
 
 help:
 	@echo "make dashboard   serve notebooks/dashboard.ipynb with Voila at http://$(HOST):$(PORT)"
 	@echo "make test        unit tests + notebooks (nbval) + browser tests"
 	@echo "make lab         open the notebooks in JupyterLab at http://$(HOST):$(LAB_PORT) (lesson 01 first)"
+	@echo "make student     nbgrader student copies of every lesson in $(COURSE)/release (COURSE=... to choose)"
 	@echo "make screenshot  regenerate assets/dashboard.png"
 	@echo "make bench       run the benchmark scripts (hook overhead; fused attention, on a GPU when present)"
 
@@ -76,6 +78,10 @@ test-browser: setup browser
 lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) \
 	  --LabApp.default_url=/lab/tree/01_receptive_fields.ipynb $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+# Student copies for nbgrader: a course folder (COURSE) with every lesson as an assignment, solutions removed.
+student: setup
+	$(PY) -m explorer.classroom release $(COURSE)
 
 screenshot: setup browser
 	$(PY) tests/browser/screenshot.py assets/dashboard.png

@@ -1,6 +1,5 @@
 """Every lesson's exercises carry nbgrader metadata: solutions editable, checks graded and locked, instructions
-locked (explorer.classroom). nbgrader itself (student copies, autograding) comes with the classroom issue's next
-steps; this checks the metadata it reads."""
+locked (explorer.classroom). This checks the metadata nbgrader reads; tests/classroom runs nbgrader itself."""
 
 from __future__ import annotations
 
@@ -59,6 +58,8 @@ def test_bad_notebooks_are_refused_by_name():
         exercise_cells({"cells": [code(BEGIN + "\nx = 1")]})
     with pytest.raises(ValueError, match="followed by a code cell that checks it"):
         exercise_cells({"cells": [code(f"{BEGIN}\nx = 1\n{END}"), code("print(x)")]})
+    with pytest.raises(ValueError, match="would read it as a marker"):  # nbgrader matches the words anywhere
+        exercise_cells({"cells": [{"cell_type": "markdown", "metadata": {}, "source": "Write between BEGIN SOLUTION"}]})
     with pytest.raises(ValueError, match="'cells' list"):
         exercise_cells({"cells": None})
     with pytest.raises(ValueError, match="prefix"):
