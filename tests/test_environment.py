@@ -64,3 +64,16 @@ def test_every_package_is_installed():
     found |= {"explorer.kernels" + "".join("." + s for s in p.parent.relative_to(ROOT / "kernels").parts)
               for p in (ROOT / "kernels").rglob("__init__.py")}
     assert found == listed, f"unlisted: {sorted(found - listed)}; listed but missing: {sorted(listed - found)}"
+
+
+def test_the_installed_environment_has_no_conflicts():
+    """nbgrader, JupyterHub and the rest resolve together at the pinned versions: pip's own check of every
+    installed distribution's requirements (the classroom issue asked for this to stay true)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pins = (ROOT / "constraints.txt").read_text().splitlines()
+    for name in ("nbgrader", "jupyterhub", "jupyterhub-idle-culler"):
+        assert any(line.startswith(name + "==") for line in pins), f"{name} is not pinned in constraints.txt"
