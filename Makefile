@@ -15,12 +15,17 @@ COURSE  ?= build/course
 CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 STAMP   := $(VENV)/.installed
+HUB_PORT ?= 8000
+# configurable-http-proxy (JupyterHub's proxy, a node program) lives under the venv, so 'make clean' removes it;
+# its version (5.3.0) and every dependency's are pinned by explorer/deploy/package.json and package-lock.json.
+NODE_DIR := $(VENV)/node
+CHP_STAMP := $(NODE_DIR)/.installed
 # Keep tests, notebooks and the dashboard deterministic and within the 2-core budget.
 export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup student dashboard lab test test-unit test-notebooks test-browser browser screenshot bench lock clean
+.PHONY: help setup hub-proxy hub student dashboard lab test test-unit test-notebooks test-browser browser screenshot bench lock clean
 
 help:
 	@echo "make dashboard   serve notebooks/dashboard.ipynb with Voila at http://$(HOST):$(PORT)"
@@ -29,6 +34,8 @@ help:
 	@echo "make student     nbgrader student copies of every lesson in $(COURSE)/release (COURSE=... to choose)"
 	@echo "make screenshot  regenerate assets/dashboard.png"
 	@echo "make bench       run the benchmark scripts (hook overhead; fused attention, on a GPU when present)"
+	@echo "make hub         serve JupyterHub for a class at http://$(HOST):$(HUB_PORT) (explorer/deploy/jupyterhub_config.py);"
+	@echo "                 loopback demo: EXPLORER_HUB_AUTH=dummy EXPLORER_HUB_USERS='alice bob' EXPLORER_HUB_PASSWORD=... make hub"
 
 # --- environment ---------------------------------------------------------------------------------------
 $(PY):
@@ -39,7 +46,18 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dashboard,test,pretrained,kernels,classroom]'
 	touch $@
 
-setup: $(STAMP)
+# npm ci installs exactly the locked tree; reruns only when the lock changes (or the folder is gone).
+$(CHP_STAMP): explorer/deploy/package.json explorer/deploy/package-lock.json
+	@command -v npm >/dev/null || { echo "ERROR: JupyterHub's proxy needs node >= 20 and npm (Debian/Ubuntu: 'sudo apt-get install nodejs npm')"; exit 1; }
+	@node -e 'process.exit(parseInt(process.versions.node, 10) < 20 ? 1 : 0)' || { echo "ERROR: configurable-http-proxy 5.3 needs node >= 20, found $$(node --version)"; exit 1; }
+	mkdir -p $(NODE_DIR)
+	cp explorer/deploy/package.json explorer/deploy/package-lock.json $(NODE_DIR)/
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+hub-proxy: $(CHP_STAMP)
+
+setup: $(STAMP) $(CHP_STAMP)
 
 # Browser tests need a real Chromium; install Debian's package when we can, otherwise say what to install.
 browser:
@@ -78,6 +96,11 @@ test-browser: setup browser
 lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) \
 	  --LabApp.default_url=/lab/tree/01_receptive_fields.ipynb $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+# Settings (authenticator, users, state folder, culling, memory limit) come from EXPLORER_HUB_* environment
+# variables; explorer/deploy/jupyterhub_config.py documents each one.
+hub: setup
+	EXPLORER_HUB_IP=$(HOST) EXPLORER_HUB_PORT=$(HUB_PORT) $(VENV)/bin/jupyterhub -f explorer/deploy/jupyterhub_config.py
 
 # Student copies for nbgrader: a course folder (COURSE) with every lesson as an assignment, solutions removed.
 student: setup

