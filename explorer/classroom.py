@@ -20,8 +20,8 @@ A course directory is nbgrader's layout, one assignment per lesson (its name is 
     COURSE/autograded/<student>/01_receptive_fields/...              executed and scored by nbgrader autograde
 
 :func:`release` writes the first three and checks that no solution line reached a student copy; :func:`submit`
-files a student's notebook where ``nbgrader autograde`` looks (on JupyterHub, nbgrader's exchange and
-``nbgrader collect`` do this); :func:`autograde` grades; :func:`grades` reads the gradebook back, one row per check
+files a student's notebook where ``nbgrader autograde`` looks, and :func:`collect` does it for every student of
+the JupyterHub in ``explorer/deploy`` (their homes); :func:`autograde` grades; :func:`grades` reads the gradebook back, one row per check
 cell with the reason a check lost its points. nbgrader runs in this process (``NbGraderAPI``), imported on first
 use: the library does not need it.
 """
@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = ["mark_exercises", "exercise_cells", "BEGIN", "END", "POINTS", "CELL_TIMEOUT_S", "CellGrade",
-           "write_course", "release", "solution_leaks", "submit", "autograde", "grades"]
+           "write_course", "release", "solution_leaks", "submit", "collect", "autograde", "grades"]
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 POINTS = 1  # per check cell
@@ -301,6 +301,29 @@ def submit(course: Path | str, student: str, notebook: Path | str, assignment: s
     return target
 
 
+def collect(course: Path | str, homes: Path | str) -> list[Path]:
+    """:func:`submit` every student's copy of every lesson of the course found in a homes folder laid out as
+    ``homes/<student>/<notebook>.ipynb`` -- the JupyterHub of ``explorer/deploy`` keeps students' files that way
+    (``<state dir>/homes``). Folders whose name is not a valid student id are skipped (with a note on stderr).
+    Returns the submitted paths."""
+    root = _course_root(course)
+    folder = Path(homes)
+    if not folder.is_dir():
+        raise ValueError(f"homes: {str(homes)!r} is not a folder")
+    lessons = {p.name: p.parent.name for p in (root / "source").glob("*/*.ipynb")}
+    out = []
+    for home in sorted(p for p in folder.iterdir() if p.is_dir()):
+        try:
+            student = _student_id(home.name)
+        except ValueError:
+            print(f"collect: skipped {home} (not a valid student id)", file=sys.stderr)
+            continue
+        for name, assignment in sorted(lessons.items()):
+            if (home / name).is_file():
+                out.append(submit(root, student, home / name, assignment))
+    return out
+
+
 def autograde(course: Path | str, assignment: str | None = None, student: str | None = None, *,
               timeout_s: int | None = None) -> list[CellGrade]:
     """``nbgrader autograde`` every submission (or one assignment / one student): executes each submitted notebook
@@ -446,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sbm.add_argument("course", type=Path)
     sbm.add_argument("student")
     sbm.add_argument("notebooks", nargs="+", type=Path)
+    col = sub.add_parser("collect", help="submit every student's lessons from a hub's homes folder")
+    col.add_argument("course", type=Path)
+    col.add_argument("homes", type=Path, help="homes/<student>/<lesson>.ipynb (the hub's <state dir>/homes)")
     grade = sub.add_parser("autograde", help="grade the submissions and print every check cell's score")
     grade.add_argument("course", type=Path)
     grade.add_argument("--assignment")
@@ -469,6 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, folder in release(args.course, args.notebooks or None, course_id=args.course_id,
                                         timeout_s=args.timeout).items():
                 print(f"{name}: student copy in {folder}")
+        elif args.command == "collect":
+            for path in collect(args.course, args.homes):
+                print(f"submitted {path}")
         elif args.command == "submit":
             for path in args.notebooks:
                 print(f"submitted {submit(args.course, args.student, path)}")

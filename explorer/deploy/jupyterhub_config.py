@@ -26,6 +26,10 @@ stops the hub at start with a message naming the variable:
                                 into ``.venv/node``).
 ``EXPLORER_HUB_CULL_TIMEOUT``   seconds a server may sit idle before the idle culler stops it (default 3600).
 ``EXPLORER_HUB_CULL_EVERY``     seconds between the culler's checks (default: timeout / 2, at most 300).
+``EXPLORER_HUB_LESSONS``        a folder of the lessons students get, e.g. ``build/course/release`` after ``make student``
+                                (nbgrader's student copies, searched recursively); ``dashboard.ipynb`` always comes
+                                from ``notebooks/``. Unset: the repository's ``notebooks/``, *solutions included*
+                                (the hub says so when it starts).
 ``EXPLORER_HUB_MEM_LIMIT``      memory limit per process of a student's server, e.g. ``2G``, ``1536M``; ``0`` turns
                                 enforcement off (default ``2G``). See "Memory limits" below.
 =============================== ===================================================================================
@@ -47,8 +51,9 @@ What students get, and what they do not
   every student may see everything; it is not protection against a student who wants to misbehave. For that, run
   one OS account per student (JupyterHub's ``LocalProcessSpawner`` or ``SystemdSpawner``) or containers (the Helm
   chart in ``explorer/deploy/helm``).
-* **Own copies of the notebooks.** Before each start, :func:`copy_notebooks` copies every ``notebooks/*.ipynb`` that
-  is not already in the student's home; a student's edits are never overwritten, and a notebook added to the
+* **Own copies of the notebooks.** Before each start, :func:`copy_notebooks` copies every lesson (from
+  ``EXPLORER_HUB_LESSONS``, the student copies, or else ``notebooks/``) and the dashboard that is not already in the
+  student's home; a student's edits are never overwritten, and a notebook added to the
   repository later reaches them at their next start. ``notebooks/voila.json`` is deliberately *not* copied: Voilà's
   server extension reads a ``voila.json`` in the server's working directory (the home) after the server's own
   configuration, so a copy there would override the settings below, and go stale when the repository's copy changes.
@@ -262,12 +267,26 @@ class ClassroomSpawner(SimpleLocalProcessSpawner):
         return preexec
 
 
+def class_notebooks(lessons: Path | None) -> list[Path]:
+    """What each student gets: every notebook of ``lessons`` (student copies, found recursively) and the dashboard
+    from ``notebooks/``; without ``lessons``, every notebook of ``notebooks/``. Two lessons with one file name would
+    make a student's copy depend on order: refused."""
+    if lessons is None:
+        return sorted(NOTEBOOKS.glob("*.ipynb"))
+    found = sorted(p for p in lessons.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    names = [p.name for p in found]
+    if not found or len(set(names)) != len(names) or "dashboard.ipynb" in names:
+        raise ValueError(f"EXPLORER_HUB_LESSONS={lessons}: expected notebooks with distinct names (not the dashboard, "
+                         f"which comes from notebooks/), found {names}")
+    return found + [NOTEBOOKS / "dashboard.ipynb"]
+
+
 def copy_notebooks(spawner: ClassroomSpawner) -> None:
     """``pre_spawn_hook``: give the student their own copy of each lesson and the dashboard, once. Existing files
     are the student's work and are never replaced."""
     home = Path(spawner.home_dir)
     home.mkdir(parents=True, exist_ok=True)
-    for notebook in sorted(NOTEBOOKS.glob("*.ipynb")):
+    for notebook in class_notebooks(LESSONS):
         target = home / notebook.name
         if not target.exists():
             shutil.copyfile(notebook, target)
@@ -284,6 +303,7 @@ PROXY = Path(env_str("EXPLORER_HUB_PROXY", str(DEFAULT_PROXY)))
 CULL_TIMEOUT = env_int("EXPLORER_HUB_CULL_TIMEOUT", 3600, minimum=1)
 CULL_EVERY = env_int("EXPLORER_HUB_CULL_EVERY", max(1, min(300, CULL_TIMEOUT // 2)), minimum=1)
 MEM_LIMIT = parse_bytes("EXPLORER_HUB_MEM_LIMIT", env_str("EXPLORER_HUB_MEM_LIMIT", "2G"))
+LESSONS = Path(os.environ["EXPLORER_HUB_LESSONS"]).resolve() if os.environ.get("EXPLORER_HUB_LESSONS") else None
 AUTH = env_str("EXPLORER_HUB_AUTH", "")
 USERS = env_names("EXPLORER_HUB_USERS")
 
@@ -296,6 +316,12 @@ if not PROXY.is_file() or not os.access(PROXY, os.X_OK):
 if STATE_DIR == REPO or REPO in STATE_DIR.parents:
     # Students' homes inside the repository would show up in git status (and could be committed, or cleaned).
     raise ValueError(f"EXPLORER_HUB_STATE_DIR={STATE_DIR} is inside the repository; choose a folder outside it")
+if LESSONS is not None and not LESSONS.is_dir():
+    raise ValueError(f"EXPLORER_HUB_LESSONS={LESSONS} is not a folder (make one with: make student)")
+class_notebooks(LESSONS)  # refuse a bad lessons folder now, not at a student's first login
+if LESSONS is None:
+    print("jupyterhub_config: students get notebooks/ with the exercises' solutions; for a graded class run "
+          "'make student' and set EXPLORER_HUB_LESSONS=build/course/release", file=sys.stderr)
 HOMES = STATE_DIR / "homes"
 HOMES.mkdir(parents=True, exist_ok=True)
 STATE_DIR.chmod(0o700)  # the database holds tokens, the cookie secret signs logins

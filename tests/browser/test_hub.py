@@ -7,7 +7,7 @@ environment, with the real configurable-http-proxy that ``make hub-proxy`` insta
 on free ports of 127.0.0.1, in a fresh temporary state directory, with the ``dummy`` (shared password) login.
 
 ``test_class_hub``: three students log in, each gets their own server (own process, own port, own home with own
-copies of the notebooks); ada opens the dashboard in Chromium through the proxy (websockets through CHP; the plot
+copies of nbgrader's student copy of lesson 01 and of the dashboard); ada opens the dashboard in Chromium through the proxy (websockets through CHP; the plot
 renders), grace opens lesson 01 in JupyterLab in Chromium and her kernel runs under the enforced memory limit
 (an allocation past it is a ``MemoryError``, the kernel survives), alan renders the dashboard over plain HTTP.
 A student cannot reach another's server, with his cookies or his own API token; a server stopped through the API is
@@ -43,6 +43,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from explorer.classroom import release
 from tests.browser.conftest import KNOWN_OFFLINE, SLOW_INIT, TIMINGS
 from tests.browser.dashboard_server import NOTEBOOKS, ROOT, free_port, wait_until_up
 from tests.browser.lab import _READY, LabNotebook
@@ -272,8 +273,9 @@ def login_over_http(browser, hub: Hub, user: str):
     return context
 
 
-def check_own_server(hub: Hub, request, user: str) -> dict:
-    """The user's server as the hub API reports it, its process (pid, port), and their own files through it."""
+def check_own_server(hub: Hub, request, user: str, lessons: Path) -> dict:
+    """The user's server as the hub API reports it, its process (pid, port), and their own files through it: the
+    student copy of lesson 01 from ``lessons`` (no solution in it) and the dashboard."""
     server = hub.server(user)
     assert server and server["ready"] and server["url"] == f"/user/{user}/", server
     pid = server["state"]["pid"]
@@ -283,17 +285,18 @@ def check_own_server(hub: Hub, request, user: str) -> dict:
     assert ports, f"{user}'s server (pid {pid}) listens on no TCP port"
     home = hub.state / "homes" / user
     assert proc.cwd() == str(home)
-    # own copies of every notebook, no voila.json (the hub's Voilà settings are the server's; see the config)
-    assert sorted(p.name for p in home.glob("*.ipynb")) == sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+    # own copies of the released lesson and the dashboard, no voila.json (the hub's Voilà settings are the server's)
+    assert sorted(p.name for p in home.glob("*.ipynb")) == sorted([FIRST_LESSON, "dashboard.ipynb"])
     assert not (home / "voila.json").exists()
     (home / "whoami.txt").write_text(user)
     mine = request.get(f"{hub.url}user/{user}/api/contents/whoami.txt")
     assert mine.status == 200 and mine.json()["content"] == user, (mine.status, mine.text()[:300])
     lesson = request.get(f"{hub.url}user/{user}/api/contents/{FIRST_LESSON}")
     assert lesson.status == 200, (lesson.status, lesson.text()[:300])
-    repo_sources = [cell["source"] for cell in json.loads((NOTEBOOKS / FIRST_LESSON).read_text())["cells"]]
+    released = json.loads(next(lessons.rglob(FIRST_LESSON)).read_text())["cells"]
     served_sources = [cell["source"] for cell in lesson.json()["content"]["cells"]]
-    assert ["".join(s) if isinstance(s, list) else s for s in repo_sources] == served_sources
+    assert ["".join(s) if isinstance(s, list) else s for s in (c["source"] for c in released)] == served_sources
+    assert not any("BEGIN SOLUTION" in source for source in served_sources)
     return {"pid": pid, "ports": ports}
 
 
@@ -304,9 +307,12 @@ def dashboard_extensions(html: str) -> list[str]:
     return [ext["name"] for ext in json.loads(match.group(1))["federated_extensions"]]
 
 
-def test_class_hub(browser):
+def test_class_hub(browser, tmp_path):
     users = ("ada", "grace", "alan")
-    with running_hub("class", users) as hub:
+    # students get nbgrader's student copy of lesson 01 (make student's code path), not the solutions
+    lessons = tmp_path / "course" / "release"
+    release(tmp_path / "course", [NOTEBOOKS / FIRST_LESSON])
+    with running_hub("class", users, EXPLORER_HUB_LESSONS=str(lessons)) as hub:
         TIMINGS["hub: start to API answering (s)"] = hub.startup_s
         servers: dict[str, dict] = {}
 
@@ -329,7 +335,7 @@ def test_class_hub(browser):
                 if not url.startswith(KNOWN_OFFLINE) and not url.startswith(progress)] == [], ada_page.failed_requests
         loaded = dashboard_extensions(ada_page.content())
         assert not DENIED_EXTENSIONS & set(loaded), loaded
-        servers["ada"] = check_own_server(hub, ada.request, "ada")
+        servers["ada"] = check_own_server(hub, ada.request, "ada", lessons)
 
         # grace: login form in Chromium, lesson 01 in JupyterLab (the default URL), a kernel under the memory limit
         start = time.perf_counter()
@@ -349,7 +355,7 @@ def test_class_hub(browser):
         assert over.strip() == "MemoryError", over
         assert nb.kernel("print(6 * 7)").strip() == "42"  # the kernel survived its failed allocation
         assert grace_errors == []
-        servers["grace"] = check_own_server(hub, grace.request, "grace")
+        servers["grace"] = check_own_server(hub, grace.request, "grace", lessons)
 
         # alan: plain HTTP (form + _xsrf), the dashboard rendered by Voilà in his server, read as HTML
         start = time.perf_counter()
@@ -366,7 +372,7 @@ def test_class_hub(browser):
         assert "from explorer.apps import dashboard" not in html  # strip_sources, from voila.json
         assert not DENIED_EXTENSIONS & set(dashboard_extensions(html))
         hub.remember_tree()
-        servers["alan"] = check_own_server(hub, alan.request, "alan")
+        servers["alan"] = check_own_server(hub, alan.request, "alan", lessons)
 
         # three servers: three processes, three ports, all running according to the hub
         assert len({s["pid"] for s in servers.values()}) == 3, servers
@@ -468,7 +474,8 @@ def test_idle_culler_stops_idle_server():
     ({}, ["--JupyterHub.bind_url=http://0.0.0.0:{port}"], "the hub would serve on http://0.0.0.0:"),
     ({"EXPLORER_HUB_PROXY": "/nonexistent/configurable-http-proxy"}, [], "run 'make hub-proxy'"),
     ({"EXPLORER_HUB_PASSWORD": "short"}, [], "needs EXPLORER_HUB_PASSWORD, 8 characters or more"),
-], ids=["dummy-on-all-interfaces", "dummy-bind-url-override", "proxy-missing", "short-password"])
+    ({"EXPLORER_HUB_LESSONS": "/nonexistent/release"}, [], "is not a folder (make one with: make student)"),
+], ids=["dummy-on-all-interfaces", "dummy-bind-url-override", "proxy-missing", "short-password", "lessons-missing"])
 def test_hub_refuses_unsafe_or_broken_settings(setting: dict, args: list[str], message: str, tmp_path: Path):
     """The hub stops before serving anything, with a message naming what to fix."""
     port = free_port()

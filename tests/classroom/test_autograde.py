@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from explorer.classroom import (BEGIN, END, POINTS, autograde, exercise_cells, grades, release, solution_leaks,
-                                submit, write_course)
+from explorer.classroom import (BEGIN, END, POINTS, autograde, collect, exercise_cells, grades, release,
+                                solution_leaks, submit, write_course)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
@@ -257,3 +257,24 @@ def test_bad_arguments_are_refused_by_name(tmp_path, course):
         release(tmp_path / "c", [])
     with pytest.raises(ValueError, match="course_id"):
         write_course(tmp_path / "c", course_id="my course")
+
+
+def test_collect_submits_every_students_lessons_from_hub_homes(tmp_path, capsys):
+    """The hub keeps students' files as homes/<student>/<notebook>; collect files each lesson as a submission."""
+    root = write_course(tmp_path / "course", NOTEBOOKS)
+    homes = tmp_path / "homes"
+    wanted = {("zoe", LESSON_01): NOTEBOOKS[0], ("yan", NOTEBOOKS[-1].stem): NOTEBOOKS[-1]}
+    for (student, _), lesson in wanted.items():
+        (homes / student).mkdir(parents=True, exist_ok=True)
+        (homes / student / lesson.name).write_bytes(lesson.read_bytes() + b" ")  # the student's own bytes
+    (homes / "zoe" / "scratch.ipynb").write_text("{}")  # not a lesson: left alone
+    (homes / "not a student").mkdir()
+    (homes / "not a student" / NOTEBOOKS[0].name).write_bytes(NOTEBOOKS[0].read_bytes())
+    submitted = collect(root, homes)
+    assert sorted(submitted) == sorted(root / "submitted" / s / a / wanted[(s, a)].name for s, a in wanted)
+    for (student, assignment), lesson in wanted.items():
+        path = root / "submitted" / student / assignment / lesson.name
+        assert path.read_bytes() == (homes / student / lesson.name).read_bytes()
+    assert "skipped" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="homes"):
+        collect(root, tmp_path / "nowhere")
