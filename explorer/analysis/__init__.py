@@ -1,4 +1,5 @@
-"""Analyses of models built from explorer layers (or any ``nn.Module``): receptive fields, attention statistics, ..."""
+"""Analyses of models built from explorer layers (or any ``nn.Module``): receptive fields, attention statistics,
+translation equivariance, ..."""
 
 from explorer.analysis.attention import (
     attention_rollout,
@@ -13,6 +14,17 @@ from explorer.analysis.attention import (
     streamed_statistics,
 )
 from explorer.analysis.cost import OPS, Cost, attention_matrix_bytes, cost
+from explorer.analysis.equivariance import (
+    SHIFT_MODES,
+    EquivarianceRow,
+    FeatureShiftError,
+    LogitShiftError,
+    equivariance_error,
+    equivariance_report,
+    invariance_error,
+    report_shifts,
+    shift_images,
+)
 from explorer.analysis.localisation import (
     LocalisationScore,
     attention_localisation,
@@ -57,4 +69,13 @@ __all__ = [
     "Cost",
     "cost",
     "attention_matrix_bytes",
+    "SHIFT_MODES",
+    "FeatureShiftError",
+    "LogitShiftError",
+    "EquivarianceRow",
+    "shift_images",
+    "equivariance_error",
+    "invariance_error",
+    "report_shifts",
+    "equivariance_report",
 ]
