@@ -417,8 +417,7 @@ def grades(course: Path | str) -> list[CellGrade]:
 
     root = _course_root(course)
     rows = []
-    with contextlib.ExitStack() as stack:
-        gb = stack.enter_context(Gradebook(f"sqlite:///{root / 'gradebook.db'}"))
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
         for assignment in gb.assignments:
             for student in gb.students:
                 try:

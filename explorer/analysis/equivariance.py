@@ -269,6 +269,16 @@ def _crop(tensor: torch.Tensor, cy: int, cx: int) -> torch.Tensor:
     return tensor[..., cy: max(height - cy, cy), cx: max(width - cx, cx)]
 
 
+def _shifted_output(name: str, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, dy: int, dx: int,
+                    mode: str, dims: str, base: torch.Tensor) -> torch.Tensor:
+    """``fn`` of the shifted images, checked like ``base`` (its output for the originals) and of the same shape."""
+    moved = _check_output(name, fn(_shift(images, dy, dx, mode)), base.ndim, dims, base.shape[0])
+    if moved.shape != base.shape:
+        raise ValueError(f"{name} returned shape {tuple(moved.shape)} for the shifted images but "
+                         f"{tuple(base.shape)} for the originals")
+    return moved
+
+
 def equivariance_error(
     features_fn: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -306,10 +316,7 @@ def equivariance_error(
         base = _check_output("features_fn", features_fn(images), 4, dims, batch)
         results = []
         for dy, dx in checked:
-            moved = _check_output("features_fn", features_fn(_shift(images, dy, dx, mode)), 4, dims, batch)
-            if moved.shape != base.shape:
-                raise ValueError(f"features_fn returned shape {tuple(moved.shape)} for the shifted images but "
-                                 f"{tuple(base.shape)} for the originals")
+            moved = _shifted_output("features_fn", features_fn, images, dy, dx, mode, dims, base)
             if mode == "circular":
                 cy = cx = 0
             else:
@@ -364,10 +371,7 @@ def invariance_error(
         predictions = base.argmax(dim=-1)  # (batch,)
         results = []
         for dy, dx in checked:
-            moved = _check_output("logits_fn", logits_fn(_shift(images, dy, dx, mode)), 2, dims, batch)
-            if moved.shape != base.shape:
-                raise ValueError(f"logits_fn returned shape {tuple(moved.shape)} for the shifted images but "
-                                 f"{tuple(base.shape)} for the originals")
+            moved = _shifted_output("logits_fn", logits_fn, images, dy, dx, mode, dims, base)
             flips = (moved.argmax(dim=-1) != predictions).to(torch.float64).mean().item()
             results.append(LogitShiftError(shift=(dy, dx), error=_relative(moved - base, base), flips=flips))
     return results

@@ -313,6 +313,12 @@ def _mean_over(results: dict, model: str, mode: str, metric: str, aligned: bool 
     return statistics.fmean(vals) if vals else math.nan
 
 
+def _mean_axis(res: dict, model: str, axis: int) -> float:
+    """Mean over shifts along one axis (0: horizontal, ``shift == [0, s]``; 1: vertical) of the circular logit change."""
+    return statistics.fmean(r["logit_error"]["mean"] for r in res["aggregates"]["equivariance"]
+                            if r["model"] == model and r["mode"] == "circular" and r["shift"][axis] == 0)
+
+
 def _write_markdown(path: Path, res: dict) -> None:
     names = list(res["models"])
     agg = res["aggregates"]
@@ -357,8 +363,9 @@ def _write_markdown(path: Path, res: dict) -> None:
         "Relative feature error `||f(Sx) - S'f(x)|| / ||f(x)||` (`features`: the last map before pooling; for the ViTs",
         "the patch tokens), relative logit change and share of flipped predictions, for horizontal shifts by s px. "
         "The CNNs' feature stride is 2 (odd shifts are not aligned), the ViTs' 4 (only s = 4 is aligned): a flagged",
-        "shift is compared with the best nearby whole-cell shift. Vertical shifts show the same pattern (somewhat",
-        "larger for the ViTs and the CNN; all in the JSON). In",
+        "shift is compared with the best nearby whole-cell shift. Mean relative logit change, horizontal vs vertical "
+        "shifts (circular; every row in the JSON): " + ", ".join(
+            f"`{n}` {_mean_axis(res, n, 0):.3f} vs {_mean_axis(res, n, 1):.3f}" for n in names) + ". In",
         "zeros mode the feature error shown is the cropped one (margin 0: it still includes border effects beyond",
         "the shift).", "",
     ]
