@@ -324,9 +324,9 @@ def collect(course: Path | str, homes: Path | str) -> list[Path]:
     return out
 
 
-def autograde(course: Path | str, assignment: str | None = None, student: str | None = None, *,
+def autograde(course: Path | str, assignment: str | None = None, student: str | Sequence[str] | None = None, *,
               timeout_s: int | None = None) -> list[CellGrade]:
-    """``nbgrader autograde`` every submission (or one assignment / one student): executes each submitted notebook
+    """``nbgrader autograde`` every submission (or one assignment / one student or a list of students): executes each submitted notebook
     with the course's per-cell timeout (or ``timeout_s``), restores locked and graded cells from the teacher's copy, records the
     scores in the gradebook. One submission that nbgrader cannot grade is reported in its rows' message and does not
     stop the others. Returns :func:`grades` for what was graded."""
@@ -334,7 +334,8 @@ def autograde(course: Path | str, assignment: str | None = None, student: str | 
     submitted = root / "submitted"
     pairs = sorted((s.name, a.name) for s in submitted.glob("*") if s.is_dir() for a in s.iterdir() if a.is_dir())
     if student is not None:
-        pairs = [p for p in pairs if p[0] == _student_id(student)]
+        wanted = {_student_id(student)} if isinstance(student, str) else {_student_id(s) for s in student}
+        pairs = [p for p in pairs if p[0] in wanted]
     if assignment is not None:
         pairs = [p for p in pairs if p[1] == assignment]
     if not pairs:
