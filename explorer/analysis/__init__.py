@@ -33,6 +33,16 @@ from explorer.analysis.localisation import (
     pixel_localisation,
     upsample_patches,
 )
+from explorer.analysis.looks_at import (
+    MAP_NAMES,
+    LooksAt,
+    cls_attention,
+    integrated_gradients_map,
+    logit_gradient,
+    looks_at,
+    rollout_map,
+    vit_attention,
+)
 from explorer.analysis.receptive_field import (
     EffectiveRF,
     ReceptiveField,
@@ -78,4 +88,12 @@ __all__ = [
     "invariance_error",
     "report_shifts",
     "equivariance_report",
+    "MAP_NAMES",
+    "LooksAt",
+    "vit_attention",
+    "cls_attention",
+    "rollout_map",
+    "logit_gradient",
+    "integrated_gradients_map",
+    "looks_at",
 ]
