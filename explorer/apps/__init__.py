@@ -10,12 +10,13 @@ import importlib
 
 from explorer.apps.dashboard import dashboard
 
-__all__ = ["AttentionMapsApp", "CostScalingApp", "CrossModalApp", "ReceptiveFieldApp", "dashboard"]
+__all__ = ["AttentionMapsApp", "CostScalingApp", "CrossModalApp", "HeadToHeadApp", "ReceptiveFieldApp", "dashboard"]
 
 _MODULES = {
     "AttentionMapsApp": "explorer.apps.attention_maps",
     "CostScalingApp": "explorer.apps.cost_scaling",
     "CrossModalApp": "explorer.apps.cross_modal",
+    "HeadToHeadApp": "explorer.apps.head_to_head",
     "ReceptiveFieldApp": "explorer.apps.receptive_field",
 }
 

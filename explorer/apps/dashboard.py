@@ -31,6 +31,7 @@ TABS = [
     ("Attention maps", _lazy("explorer.apps.attention_maps", "AttentionMapsApp")),
     ("Cross-modal", _lazy("explorer.apps.cross_modal", "CrossModalApp")),
     ("Cost scaling", _lazy("explorer.apps.cost_scaling", "CostScalingApp")),
+    ("Head to head", _lazy("explorer.apps.head_to_head", "HeadToHeadApp")),
 ]
 LOADING = "<div class='dash-loading' style='padding:12px;color:#555'>Loading this tab …</div>"
 

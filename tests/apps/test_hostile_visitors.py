@@ -35,6 +35,7 @@ MESSAGES = {
     "AttentionMapsApp": ("message", "attn-error"),
     "CrossModalApp": ("message", "xm-error"),
     "CostScalingApp": ("status", "cost-error"),
+    "HeadToHeadApp": ("message", "h2h-error"),
 }
 # What ipywidgets' own catch-alls log when an exception reaches them (``_show_traceback``, ``CallbackDispatcher``).
 CATCH_ALL = ("Exception in widget method", "Exception in callback")
@@ -321,7 +322,8 @@ def test_malformed_messages_are_ignored_with_a_message(dash, index, monkeypatch,
     for widget in receivers:
         for content in odd:
             custom(widget, content)
-    assert len(receivers) >= {"Attention maps": 5, "Cross-modal": 1, "Cost scaling": 1}.get(b.title, 0)
+    assert len(receivers) >= {"Attention maps": 5, "Cross-modal": 1, "Cost scaling": 1,
+                              "Head to head": 4}.get(b.title, 0)
 
 
 @tab_param()
@@ -342,7 +344,8 @@ def test_a_click_storm_runs_the_action_once(dash, index, no_catch_all):
             button.on_click(counter, remove=True)
         # the clicks queued while the first one ran arrive at once: one run, the rest dropped
         assert len(runs) == 1, (button.description, len(runs))
-    assert len(buttons) >= {"Attention maps": 2, "Cross-modal": 2, "Cost scaling": 2}.get(b.title, 0)
+    assert len(buttons) >= {"Attention maps": 2, "Cross-modal": 2, "Cost scaling": 2,
+                            "Head to head": 1}.get(b.title, 0)
 
 
 def test_the_dashboard_tab_refuses_bad_tabs_and_still_switches(dash, sent, no_catch_all):
@@ -387,5 +390,10 @@ def test_every_app_still_answers_afterwards(dash, index, no_catch_all):
         time.sleep(_comm_guard.MESSAGE_INTERVAL_S)
         custom(app.calc_button, {"event": "click"})
         assert "n = 1,024" in app.calc_result.value
+    elif name == "HeadToHeadApp":
+        update(app.model, {"index": 1})  # the ViT
+        update(app.index, {"value": 7})
+        assert app.model.value == "vit" and app.result.kind == "attention" and app.label == int(app.labels[7])
+        assert b.css not in b.message.value
     else:
         raise AssertionError(f"add a legitimate change of {name} to this test")
