@@ -894,8 +894,10 @@ def _ood_claims(res: dict) -> list[str]:
         if v["left"]["mean"] < 0.9 * c["left"]["mean"]:
             reading += (f"**not tested fairly by this data**: with digits anywhere in the left half the ViT reaches "
                         f"only {100 * v['left']['mean']:.0f} % even there ({res['training']['epochs']} epochs; the "
-                        f"CNN {100 * c['left']['mean']:.0f} %), so what it fails at first is learning the task from "
-                        "1347 jittered images — the data-hunger half of the claim — and its drop on the right half "
+                        f"CNN {100 * c['left']['mean']:.0f} %) although it fits its training images (final loss "
+                        f"at most {max(r['final_train_loss'] for r in res['per_seed']['vit'].values()):.2f}): "
+                        "what it fails at first is generalising from 1347 jittered images — the data-hunger half "
+                        "of the claim — and its drop on the right half "
                         f"({100 * v['drop']['mean']:.1f} points) "
                         + ("has an interval excluding 0." if v["drop"]["ci95"][0] > 0 else "is within noise.")
                         + " The CNN's global average pooling over a weight-shared map makes the right half "

@@ -38,10 +38,10 @@ from tests.browser.test_dashboard import _rf_size, add_layers_and_wait
 pytestmark = pytest.mark.browser
 
 NOTEBOOKS = ["01_receptive_fields.ipynb", "02_attention_maps.ipynb", "03_cross_modal_attention.ipynb",
-             "04_cost_scaling.ipynb", "dashboard.ipynb"]
+             "04_cost_scaling.ipynb", "05_head_to_head.ipynb", "dashboard.ipynb"]
 WIDTHS = (1280, 1920)
 ARTIFACTS = ROOT / "tests" / "browser" / "_artifacts" / "lab"
-APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .explorer-dashboard"
+APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .h2h-app, .explorer-dashboard"
 
 # Where each kind of ipywidgets view shows in the page (the class its view puts on its element).
 VIEW_SELECTORS = {
@@ -134,7 +134,7 @@ def test_app_interaction_draws_library_numbers(notebook):
     nb = notebook
     interact = {"01_receptive_fields.ipynb": _receptive_field, "02_attention_maps.ipynb": _attention,
                 "03_cross_modal_attention.ipynb": _cross_modal, "04_cost_scaling.ipynb": _cost,
-                "dashboard.ipynb": _receptive_field}[nb.name]
+                "05_head_to_head.ipynb": _head_to_head, "dashboard.ipynb": _receptive_field}[nb.name]
     start = time.perf_counter()
     interact(nb.page)
     TIMINGS[f"lab {nb.name}: interaction to drawn (s)"] = time.perf_counter() - start
@@ -185,6 +185,39 @@ def _cost(page) -> None:
     model = [cost("attention_math", int(n), **_op_kwargs(int(n), 64)).peak_memory for n in xs]
     for y, c in zip(ys, model):  # the drawn analytic curve has the library model's shape
         assert y / ys[2] == pytest.approx(c / model[2], rel=1e-9)
+
+
+def _head_to_head(page) -> None:
+    """Choose the ViT and another test image in the app: the page shows the library's prediction, overlay (IG) and
+    on-digit shares for that model and image."""
+    from explorer.analysis import looks_at
+    from explorer.apps.head_to_head import IG_STEPS, NAMES
+    from explorer.data.digits import digits_dataset
+    from explorer.train.head_to_head import CANVAS, load_head_to_head
+    from explorer.viz.cross_modal import normalise
+
+    figure, index = ".h2h-figure.js-plotly-plot", 7
+    page.wait_for_selector(f"{figure} .main-svg", state="visible", timeout=60_000)
+    options = page.locator(".h2h-model select option").all_text_contents()  # "ViT · 27,754 parameters · ..."
+    vit = next(i for i, text in enumerate(options) if text.replace("\xa0", " ").startswith(f"{NAMES['vit']} ·"))
+    page.locator(".h2h-model select").select_option(index=vit)  # ipywidgets writes the spaces as no-break spaces
+    page.locator(".h2h-index input").fill(str(index))
+    page.locator(".h2h-index input").press("Enter")
+    page.wait_for_function(f"() => document.querySelector('{figure}')?.layout.title.text"
+                           f".startsWith('test image {index}:')", timeout=30_000)
+    verdict = page.locator(".h2h-verdict")
+    page.wait_for_function(f"() => {{ const v = document.querySelector('.h2h-verdict')?.dataset; "
+                           f"return v && v.model === 'vit' && v.index === '{index}'; }}", timeout=30_000)
+    images, labels = digits_dataset("test", canvas=CANVAS)
+    expected = looks_at(load_head_to_head("vit")[0], images[index], steps=IG_STEPS)
+    assert verdict.get_attribute("data-predicted") == str(expected.predicted)
+    assert verdict.get_attribute("data-label") == str(int(labels[index]))
+    overlay = torch.tensor(page.evaluate(  # rows arrive as arrays or typed arrays
+        f"() => Array.from(document.querySelector('{figure}').data[1].z, r => Array.from(r))"), dtype=torch.float32)
+    reference = torch.from_numpy(normalise(expected.ig.abs().numpy()))
+    torch.testing.assert_close(overlay, reference, atol=1e-4, rtol=0)  # fp32 through JSON, IG in two processes
+    shares = page.locator(".h2h-share-line").inner_text()
+    assert f"{expected.on_digit['rollout']:.0%}" in shares, shares
 
 
 def test_head_view_survives_reload_and_reopen(lab):
