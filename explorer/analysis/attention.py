@@ -286,6 +286,36 @@ def mean_attention_distance(pattern: torch.Tensor, keep: torch.Tensor | None = N
     return _mean_over_queries(per_query, valid)  # (..., head)
 
 
+def local_share(pattern: torch.Tensor, window: int, keep: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+    """How convolution-like each head is: the share of its attention within ``window`` of the query.
+
+    ``sum_{j : dist(i, j) <= window} a_ij`` averaged over queries ``i``: 1 for a head that only mixes a
+    ``2 window + 1`` neighbourhood (what a 1-D conv of that width sees), ``(2 window + 1) / n`` or less for uniform
+    attention over ``n`` tokens (less at the ends). Pass ``keep`` to drop sink tokens (``[CLS]``, ``[SEP]``:
+    :func:`special_token_mask` inverted) as queries and keys first and renormalise the rows over the rest, so
+    attention parked on a sink does not count as local or global.
+
+    Args:
+        pattern: ``[..., head, query, key]`` self-attention, rows summing to 1.
+        window: int >= 0, in tokens (or in the unit of ``positions``).
+        keep: BoolTensor ``[token]``; kept tokens keep their original positions.
+        positions: ``[token, dim]`` coordinates, Euclidean distance; default ``|i - j|``.
+
+    Returns:
+        Tensor ``[..., head]`` in [0, 1].
+    """
+    pattern = _check_pattern("pattern", pattern, 3, "[..., head, query, key]")
+    n = _check_square("pattern", pattern)
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 0:
+        raise ValueError(f"window must be an int >= 0, got {window!r}")
+    keep = _check_keep(keep, n, pattern.device)
+    near = _distances(n, positions, keep, pattern.device, torch.float64) <= window  # (kept, kept)
+    rows, valid = _kept_rows(pattern, keep)  # (..., head, kept, kept), (..., head, kept)
+    per_query = (rows * near.to(rows.dtype)).sum(dim=-1)  # (..., head, kept)
+    return _mean_over_queries(per_query, valid)  # (..., head)
+
+
 def distance_histogram(
     pattern: torch.Tensor,
     edges: Sequence[float] | None = None,

@@ -532,3 +532,38 @@ def test_streamed_statistics_match_the_pattern_functions_and_refuse_other_masks(
     torch.testing.assert_close(stats.entropy, row_entropy(pattern), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="mask"):
         streamed_statistics(q, k, v, mask=dilated_window(3, 2))
+
+
+# --- local_share: how convolution-like a head is ----------------------------------------------------------------------
+
+def test_local_share_closed_forms():
+    from explorer.analysis import local_share
+
+    n = 10
+    i = torch.arange(n)
+    band = ((i[:, None] - i[None, :]).abs() <= 2).double()  # (query, key): a width-5 "conv" head
+    band = band / band.sum(-1, keepdim=True)
+    assert local_share(band[None], 2).item() == pytest.approx(1.0, abs=1e-15)
+    # window 1 keeps 3 of the 5 keys inside, fewer at the ends: sum over queries of |{|j-i|<=1}| / |{|j-i|<=2}|
+    per_q = [(min(q, 1) + min(n - 1 - q, 1) + 1) / (min(q, 2) + min(n - 1 - q, 2) + 1) for q in range(n)]
+    assert local_share(band[None], 1).item() == pytest.approx(sum(per_q) / n, abs=1e-15)
+    uniform = torch.full((1, n, n), 1.0 / n, dtype=torch.float64)
+    assert local_share(uniform, 1).item() == pytest.approx((2 * 2 + 8 * 3) / n / n, abs=1e-15)  # 0.28
+    assert local_share(uniform, n).item() == pytest.approx(1.0, abs=1e-15)
+
+
+def test_local_share_drops_sinks_before_measuring():
+    from explorer.analysis import local_share
+
+    n = 6
+    pattern = torch.zeros(1, n, n, dtype=torch.float64)
+    pattern[0, :, 0] = 0.5  # every query parks half its attention on token 0 (a [CLS]-like sink)
+    pattern[0, torch.arange(n), torch.arange(n)] += 0.5  # and half on itself
+    assert local_share(pattern, 0).item() == pytest.approx((1.0 + 0.5 * (n - 1)) / n, abs=1e-15)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[0] = False
+    assert local_share(pattern, 0, keep=keep).item() == pytest.approx(1.0, abs=1e-15)
+    with pytest.raises(ValueError, match="window"):
+        local_share(pattern, -1)
+    with pytest.raises(ValueError, match="window"):
+        local_share(pattern, 1.5)
