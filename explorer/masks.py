@@ -53,6 +53,10 @@ __all__ = [
     "block_sparse",
     "from_callable",
     "band_of",
+    "LSHBuckets",
+    "lsh_hash",
+    "lsh",
+    "lsh_recall",
 ]
 
 Index = Union[int, torch.Tensor]
@@ -347,6 +351,100 @@ def from_callable(fn: Callable[[Index, Index], Index]) -> FromCallable:
         A :class:`FromCallable` mask.
     """
     return FromCallable(fn)
+
+
+# --- LSH attention (Reformer) ----------------------------------------------------------------------------------------
+
+
+def lsh_hash(vectors: torch.Tensor, n_buckets: int, n_rounds: int = 1, seed: int = 0) -> torch.Tensor:
+    """Angular LSH by random rotations (Kitaev, Kaiser & Levskaya 2020, Reformer, https://arxiv.org/abs/2001.04451).
+
+    Per round ``r`` a random Gaussian matrix ``R_r`` ``[dim, n_buckets / 2]`` (drawn from ``seed``, the same for
+    every call with the same ``seed``, ``dim`` and sizes, so queries and keys hashed separately share it) gives
+    ``bucket = argmax([x R_r, -x R_r])``: vectors at a small angle land in the same bucket with high probability.
+
+    Args:
+        vectors: float ``[..., token, dim]``.
+        n_buckets: even int >= 2.
+        n_rounds: int >= 1 (independent hashings; more rounds, more chances to share a bucket).
+        seed: int >= 0.
+
+    Returns:
+        LongTensor ``[n_rounds, ..., token]`` of buckets in ``[0, n_buckets)``.
+    """
+    if not isinstance(vectors, torch.Tensor) or not vectors.is_floating_point() or vectors.ndim < 2:
+        raise TypeError(f"vectors must be a float tensor [..., token, dim], got "
+                        f"{getattr(vectors, 'dtype', type(vectors).__name__)}")
+    n_buckets = _check_positive_int("n_buckets", n_buckets)
+    if n_buckets % 2:
+        raise ValueError(f"n_buckets must be even (a rotation and its negation), got {n_buckets}")
+    n_rounds = _check_positive_int("n_rounds", n_rounds)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    generator = torch.Generator().manual_seed(seed)
+    rotations = torch.randn(n_rounds, vectors.shape[-1], n_buckets // 2, generator=generator,
+                            dtype=torch.float64).to(device=vectors.device, dtype=vectors.dtype)  # (round, dim, b/2)
+    projected = torch.einsum("...td,rdb->r...tb", vectors, rotations)  # (round, ..., token, b/2)
+    return torch.cat([projected, -projected], dim=-1).argmax(dim=-1)  # (round, ..., token)
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class LSHBuckets(Mask):
+    """A query may attend to a key when they share a bucket in at least one round (Reformer's LSH attention).
+
+    Content-dependent, unlike the other masks: it holds the buckets of one sequence (``query_buckets`` and
+    ``key_buckets``, LongTensors ``[round, token]`` from :func:`lsh_hash`); indices beyond them raise IndexError.
+    """
+
+    query_buckets: torch.Tensor
+    key_buckets: torch.Tensor
+    _factory = "lsh"
+
+    def __post_init__(self) -> None:
+        for name in ("query_buckets", "key_buckets"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor) or value.dtype != torch.int64 or value.ndim != 2:
+                raise TypeError(f"{name} must be a LongTensor [round, token], got "
+                                f"{getattr(value, 'dtype', type(value).__name__)}")
+        if self.query_buckets.shape[0] != self.key_buckets.shape[0]:
+            raise ValueError(f"query_buckets and key_buckets must have the same rounds, got "
+                             f"{self.query_buckets.shape[0]} and {self.key_buckets.shape[0]}")
+
+    def __call__(self, query: Index, key: Index) -> Index:
+        same = self.query_buckets[:, query] == self.key_buckets[:, key]  # (round, *broadcast)
+        return bool(same.any()) if not isinstance(query, torch.Tensor) and not isinstance(key, torch.Tensor) \
+            else same.any(dim=0)
+
+    def __repr__(self) -> str:
+        rounds, n = self.query_buckets.shape
+        return f"lsh(rounds={rounds}, queries={n}, keys={self.key_buckets.shape[1]})"
+
+
+def lsh(queries: torch.Tensor, keys: torch.Tensor, n_buckets: int, n_rounds: int = 1, seed: int = 0) -> LSHBuckets:
+    """The LSH mask of one sequence: ``queries`` ``[token, dim]`` and ``keys`` ``[token, dim]`` hashed alike."""
+    for name, value in (("queries", queries), ("keys", keys)):
+        if not isinstance(value, torch.Tensor) or value.ndim != 2 or not value.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor [token, dim], got "
+                             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+    if queries.shape[1] != keys.shape[1]:
+        raise ValueError(f"queries and keys must have the same dim, got {queries.shape[1]} and {keys.shape[1]}")
+    return LSHBuckets(lsh_hash(queries, n_buckets, n_rounds, seed), lsh_hash(keys, n_buckets, n_rounds, seed))
+
+
+def lsh_recall(queries: torch.Tensor, keys: torch.Tensor, n_buckets: int, n_rounds: int, top_k: int,
+               seed: int = 0) -> float:
+    """Share of each query's true top-``top_k`` keys (by ``q . k``) that the LSH mask lets it attend to, averaged.
+
+    Returns:
+        A float in [0, 1]: 1 means LSH attention sees every key full attention weights most.
+    """
+    top_k = _check_positive_int("top_k", top_k)
+    mask = lsh(queries, keys, n_buckets, n_rounds, seed)
+    if top_k > keys.shape[0]:
+        raise ValueError(f"top_k must be <= the number of keys ({keys.shape[0]}), got {top_k}")
+    best = (queries @ keys.T).topk(top_k, dim=-1).indices  # (query, top_k)
+    allowed = mask.dense(queries.shape[0], keys.shape[0])  # (query, key)
+    return float(allowed.gather(1, best).double().mean())
 
 
 def band_of(mask: Mask | None) -> tuple[bool, int | None] | None:
