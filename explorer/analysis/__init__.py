@@ -45,6 +45,8 @@ from explorer.analysis.looks_at import (
     vit_attention,
 )
 from explorer.analysis.receptive_field import (
+    AttentionRF,
+    attention_receptive_field,
     EffectiveRF,
     ReceptiveField,
     RFLayer,
@@ -54,6 +56,8 @@ from explorer.analysis.receptive_field import (
 )
 
 __all__ = [
+    "AttentionRF",
+    "attention_receptive_field",
     "EffectiveRF",
     "ReceptiveField",
     "RFLayer",
