@@ -41,6 +41,7 @@ from explorer.analysis.looks_at import (
     integrated_gradients_map,
     logit_gradient,
     looks_at,
+    on_digit_share,
     rollout_map,
     vit_attention,
 )
@@ -102,4 +103,5 @@ __all__ = [
     "logit_gradient",
     "integrated_gradients_map",
     "looks_at",
+    "on_digit_share",
 ]

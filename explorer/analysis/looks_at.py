@@ -72,6 +72,7 @@ __all__ = [
     "logit_gradient",
     "integrated_gradients_map",
     "looks_at",
+    "on_digit_share",
 ]
 
 # The maps :func:`looks_at` scores in ``on_digit``, in this order; CNNs have only the first two.
@@ -438,10 +439,40 @@ def _check_image(model: nn.Module, image: object) -> torch.Tensor:
     return _check_images(model, image, name="image")
 
 
-def _share_on(pixel_map: torch.Tensor, mask: torch.Tensor) -> float:
-    """Share of a nonnegative ``[H, W]`` map's mass on ``mask`` ``[H, W]`` (the map normalised to sum to 1)."""
-    weights = pixel_map.to(torch.float64)
-    return float((weights * mask).sum() / weights.sum())
+def on_digit_share(maps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Share of each nonnegative map's mass on the image's nonzero pixels (any channel).
+
+    Args:
+        maps: nonnegative float ``[..., height, width]`` (one map, or e.g. ``LooksAt.attention``
+            ``[layer, head, height, width]``); each map is normalised to sum to 1 first.
+        image: ``[channel, height, width]`` or ``[height, width]``, the image the maps are about.
+
+    Returns:
+        float64 tensor of shape ``maps.shape[:-2]`` (a 0-d tensor for one map). A uniform map scores the digit's
+        share of the image area.
+
+    Raises:
+        TypeError: a non-tensor argument. ValueError: mismatched sizes, a map with negative entries or zero mass,
+        an image with no nonzero pixel.
+    """
+    for name, value in (("maps", maps), ("image", image)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must have shape [channel, height, width] or [height, width], "
+                         f"got shape {tuple(image.shape)}")
+    ink = image.ne(0) if image.ndim == 2 else image.ne(0).any(dim=0)  # (H, W)
+    if maps.ndim < 2 or tuple(maps.shape[-2:]) != tuple(ink.shape):
+        raise ValueError(f"maps must end in the image's (height, width) {tuple(ink.shape)}, got {tuple(maps.shape)}")
+    if not bool(ink.any()):
+        raise ValueError("image has no nonzero pixel: there is no digit to score")
+    weights = maps.detach().to(torch.float64)
+    if bool((weights < 0).any()):
+        raise ValueError("maps must be nonnegative")
+    total = weights.sum(dim=(-2, -1))
+    if bool((total <= 0).any()):
+        raise ValueError("every map must have positive mass")
+    return (weights * ink).sum(dim=(-2, -1)) / total
 
 
 def looks_at(model: nn.Module, image: torch.Tensor, target: int | None = None, steps: int = 32, *,
@@ -510,7 +541,7 @@ def looks_at(model: nn.Module, image: torch.Tensor, target: int | None = None, s
         last = attention[-1].mean(dim=0)  # (H, W): last block, heads averaged
         maps["attention"] = last / last.sum()
         maps["rollout"] = rollout
-    on_digit = {name: _share_on(maps[name], mask) for name in MAP_NAMES if name in maps}
+    on_digit = {name: float(on_digit_share(maps[name], x[0])) for name in MAP_NAMES if name in maps}
     return LooksAt(
         kind="attention" if isinstance(model, SmallViT) else "convolution",
         probs=torch.softmax(logits[0], dim=-1).detach(),

@@ -12,9 +12,10 @@ replaces the whole figure that :mod:`explorer.viz` built from the app's numbers 
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import ipywidgets as W
 
@@ -66,3 +67,13 @@ def callback(action: Callable[[], object], target: W.HTML, css: str, *, what: st
         guarded(action, target, css, what=what, clear=clear)
 
     return handler
+
+
+@contextlib.contextmanager
+def quietly(app: object) -> Iterator[None]:
+    """Set ``app._busy`` while the block assigns controls, so observers that check it do not run the model again."""
+    app._busy = True
+    try:
+        yield
+    finally:
+        app._busy = False

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import html
 
 import ipywidgets as W
 import numpy as np
 import torch
 
-from explorer.apps._callbacks import callback
+from explorer.apps._callbacks import callback, quietly
 from explorer.apps._comm_guard import harden
 from explorer.apps._layout import WidthWatcher, figure_box, row
 from explorer.apps._plot import PlotView
@@ -111,19 +110,10 @@ class CrossModalApp:
                                     n_objects=self.n_objects.value)
         self._set_targets()
 
-    @contextlib.contextmanager
-    def _quietly(self):
-        """Assign controls without their observers running the model again (they check ``_busy``)."""
-        self._busy = True
-        try:
-            yield
-        finally:
-            self._busy = False
-
     def _set_targets(self) -> None:
         attribute = "colour" if self.kind.value == "shape_of_colour" else "shape"
         options = [getattr(obj, attribute) for obj in self.scene.objects]
-        with self._quietly():
+        with quietly(self):
             self.target.options = options
             self.target.value = options[0]
             self.query.value = question(self.kind.value, self.target.value)
@@ -157,7 +147,7 @@ class CrossModalApp:
         # token 0 is the one the answer head reads: its attention is what localisation is measured on
         token_options = [("all tokens (mean)", -1)] + [
             (f"{i}: {t}" + (" (answer)" if i == ANSWER_TOKEN else ""), i) for i, t in enumerate(self.tokens)]
-        with self._quietly():
+        with quietly(self):
             self.token.options = token_options
             self.token.value = ANSWER_TOKEN
         self._update_text()
@@ -227,7 +217,7 @@ class CrossModalApp:
         if self.target.value not in (COLOURS if self.kind.value == "shape_of_colour" else SHAPES):
             self._set_targets()  # the kind changed: offer the other attribute of the scene's objects
         else:
-            with self._quietly():
+            with quietly(self):
                 self.query.value = question(self.kind.value, self.target.value)
         self._run()
         self._refresh()

@@ -3,7 +3,6 @@ conv-stem hybrid) -- what each looks at, what it answers when the digit moves, a
 
 from __future__ import annotations
 
-import contextlib
 import html
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import ipywidgets as W
 import numpy as np
 import torch
 
-from explorer.apps._callbacks import callback
+from explorer.apps._callbacks import callback, quietly
 from explorer.apps._comm_guard import harden
 from explorer.apps._layout import WidthWatcher, figure_box, row
 from explorer.apps._plot import PlotView
@@ -180,20 +179,11 @@ class HeadToHeadApp:
         keys = [k for k in OVERLAYS if self._has_attention(name) or k not in _ATTENTION_ONLY]
         return [(OVERLAYS[k], k) for k in keys]
 
-    @contextlib.contextmanager
-    def _quietly(self):
-        """Assign controls without their observers running again (they check ``_busy``)."""
-        self._busy = True
-        try:
-            yield
-        finally:
-            self._busy = False
-
     def _set_model_controls(self) -> None:
         """Overlay choices, layer and head ranges for the chosen model; attention controls hidden for CNNs."""
         name = self.model.value
         model = self.models[name][0]
-        with self._quietly():
+        with quietly(self):
             options = self._overlay_options(name)
             keep = self.overlay.value if self.overlay.value in {key for _label, key in options} else "ig"
             self.overlay.options = options

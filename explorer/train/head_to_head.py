@@ -50,7 +50,7 @@ from torch import nn
 
 import explorer
 from explorer.analysis.equivariance import SHIFT_MODES, equivariance_report
-from explorer.data.digits import digits_dataset
+from explorer.data.digits import digits_dataset, digits_indices
 from explorer.guard import RequestRefused, human_bytes, memory_budget
 from explorer.models.vision import build_vision_model, parameter_table
 
@@ -466,7 +466,7 @@ def run_equivariance(out: Path, seeds: list[int], epochs: int = EPOCHS, names: l
 
 
 def _check_sizes(sizes: object) -> list[int]:
-    limit = len(_data("train")[1])
+    limit = len(digits_indices("train"))
     if not isinstance(sizes, (list, tuple)) or not sizes:
         raise ValueError(f"sizes must be a non-empty list of training-set sizes, got {sizes!r}")
     if any(isinstance(n, bool) or not isinstance(n, int) or not 10 <= n <= limit for n in sizes):
@@ -526,11 +526,16 @@ def crossings(curves: dict[str, dict[str, dict[str, float]]], sizes: list[int], 
     return out
 
 
+def _deterministic() -> None:
+    """What every training process sets first: :data:`THREADS` threads and deterministic kernels."""
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True)
+
+
 def _efficiency_run(job: tuple[str, int, int, float, int]) -> dict[str, Any]:
     """One data-efficiency run ``(name, size, seed, lr, epochs)`` -> its row (top level: worker processes call it)."""
     name, size, seed, lr, epochs = job
-    torch.set_num_threads(THREADS)
-    torch.use_deterministic_algorithms(True)
+    _deterministic()
     t = time.perf_counter()
     images, labels = digits_dataset("train", canvas=CANVAS, placement=PLACEMENT, seed=seed, n=size)
     model, losses = train(name, images, labels, seed=seed, lr=lr, epochs=epochs)
@@ -599,8 +604,7 @@ def run_data_efficiency(out: Path, seeds: list[int], sizes: list[int] = list(SIZ
 def _ood_run(job: tuple[str, int, float, int]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """One out-of-position run ``(name, seed, lr, epochs)`` -> (its row, its weights); top level for workers."""
     name, seed, lr, epochs = job
-    torch.set_num_threads(THREADS)
-    torch.use_deterministic_algorithms(True)
+    _deterministic()
     t = time.perf_counter()
     train_x, train_y = digits_dataset("train", canvas=CANVAS, placement=OOD_TRAIN_PLACEMENT, seed=seed)
     model, losses = train(name, train_x, train_y, seed=seed, lr=lr, epochs=epochs)
@@ -1092,25 +1096,26 @@ def load_head_to_head(name: str, folder: str | Path | None = None,
 
 
 def run_experiment(experiment: str, out: Path | None = None, seeds: list[int] | None = None,
-                   epochs: int = EPOCHS, progress: bool = True) -> dict[str, Any]:
-    """Run one of :data:`EXPERIMENTS` (ValueError naming ``experiment`` otherwise) into ``out``."""
+                   epochs: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run one of :data:`EXPERIMENTS` (ValueError naming ``experiment`` otherwise) into ``out``.
+
+    ``epochs`` None means the experiment's own default: :data:`OOD_EPOCHS` for ``ood_position``, :data:`EPOCHS` for
+    the others. ``data_efficiency`` and ``ood_position`` run in two worker processes.
+    """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+    if epochs is None:
+        epochs = OOD_EPOCHS if experiment == "ood_position" else EPOCHS
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     out = default_head_to_head_dir() if out is None else Path(out)
     seeds = (list(SWEEP_SEEDS) if experiment == "sweep" else [0, 1, 2]) if seeds is None else list(seeds)
-    torch.set_num_threads(THREADS)
-    try:
-        torch.use_deterministic_algorithms(True)
-    except RuntimeError:  # pragma: no cover - recorded in the JSON
-        pass
+    _deterministic()
     if experiment == "data_efficiency":
         return run_data_efficiency(out, seeds, epochs=epochs, progress=progress, workers=2)
     if experiment == "ood_position":
-        return run_ood_position(out, seeds, epochs=OOD_EPOCHS if epochs == EPOCHS else epochs, progress=progress,
-                                workers=2)
-    run = {"sweep": run_sweep, "equivariance": run_equivariance, "ood_position": run_ood_position}[experiment]
+        return run_ood_position(out, seeds, epochs=epochs, progress=progress, workers=2)
+    run = {"sweep": run_sweep, "equivariance": run_equivariance}[experiment]
     return run(out, seeds, epochs=epochs, progress=progress)
 
 
@@ -1119,7 +1124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("experiment", help=f"one of {EXPERIMENTS}")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default assets/head_to_head)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"default {OOD_EPOCHS} for ood_position, {EPOCHS} for the others")
     args = parser.parse_args(argv)
     return run_experiment(args.experiment, args.out, args.seeds, args.epochs)
 

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from explorer.viz.cross_modal import OVERLAY_SCALE, normalise
 
 __all__ = ["digit_figure", "probability_figure", "learning_curves_figure", "shift_flips_figure", "flip_rows",
-           "MODEL_COLOURS", "INK_SCALE"]
+           "looks_at_grid", "MODEL_COLOURS", "INK_SCALE"]
 
 # one colour per shipped model, the same in every figure (CNNs blue/purple, ViTs red/orange, the hybrid green)
 MODEL_COLOURS = {"cnn": "#1f77b4", "se_cnn": "#9467bd", "vit": "#d62728", "vit_nopos": "#ff7f0e",
@@ -166,4 +166,52 @@ def shift_flips_figure(rows: Mapping[str, Sequence[Mapping]], labels: Mapping[st
     fig.update_layout(height=340, margin={"l": 60, "r": 10, "t": 40, "b": 45}, uirevision="h2h-flips",
                       title={"text": "prediction flips under shift (mean ± std of seeds)", "font": {"size": 13}},
                       legend={"orientation": "h", "y": -0.25, "font": {"size": 11}})
+    return fig
+
+
+def looks_at_grid(vit: object, cnn: object, image: np.ndarray) -> go.Figure:
+    """Lesson 05's grid of what a ViT and a CNN look at on one digit.
+
+    14 panels, filled row by row: the ViT's ``[CLS]`` attention of each of its 4 heads in its first block, its
+    rollout; each head in its last block, the digit; the ViT's logit gradient and IG, the CNN's logit gradient and
+    IG. Each panel is scaled to its own maximum (plotly's default per trace).
+
+    Args:
+        vit: :class:`~explorer.analysis.looks_at.LooksAt` of an attention model (``attention`` ``[layer, head, H, W]``).
+        cnn: :class:`~explorer.analysis.looks_at.LooksAt` of a convolutional model.
+        image: the digit, ``(height, width)`` or ``(1, height, width)``.
+
+    Returns:
+        Figure with one heatmap per panel in the order above; panel titles are the subplot annotations.
+    """
+    from plotly.subplots import make_subplots
+
+    if getattr(vit, "attention", None) is None or getattr(vit, "kind", None) != "attention":
+        raise ValueError("vit must be the LooksAt of an attention model (it has per-head attention maps)")
+    if getattr(cnn, "kind", None) != "convolution":
+        raise ValueError("cnn must be the LooksAt of a convolutional model")
+    image = np.asarray(image, dtype=np.float32)
+    image = image[0] if image.ndim == 3 and image.shape[0] == 1 else image
+    if image.shape != tuple(vit.gradient.shape):
+        raise ValueError(f"image must have the maps' shape {tuple(vit.gradient.shape)}, got {image.shape}")
+    attention = vit.attention.numpy()
+    heads = attention.shape[1]
+    if heads != 4:
+        raise ValueError(f"the grid has 4 columns of heads; this ViT has {heads} heads")
+    last = attention.shape[0]
+    panels = [(f"ViT layer 1, head {h + 1}", attention[0, h]) for h in range(heads)]
+    panels.append(("ViT rollout", vit.rollout.numpy()))
+    panels += [(f"ViT layer {last}, head {h + 1}", attention[-1, h]) for h in range(heads)]
+    panels += [("the digit", image), ("ViT gradient", vit.gradient.numpy()), ("ViT IG", vit.ig.numpy()),
+               ("CNN gradient", cnn.gradient.numpy()), ("CNN IG", cnn.ig.numpy())]
+    fig = make_subplots(rows=3, cols=5, subplot_titles=[title for title, _ in panels], horizontal_spacing=0.03,
+                        vertical_spacing=0.07)
+    for i, (title, z) in enumerate(panels):
+        fig.add_trace(go.Heatmap(z=z, colorscale="Greys" if title == "the digit" else "Reds", showscale=False,
+                                 hovertemplate=f"{title}<br>row %{{y}}, col %{{x}}: %{{z:.3f}}<extra></extra>"),
+                      row=i // 5 + 1, col=i % 5 + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_annotations(font_size=12)
+    fig.update_layout(height=640, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig

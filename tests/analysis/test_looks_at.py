@@ -33,6 +33,7 @@ from explorer.analysis import (
     integrated_gradients_map,
     logit_gradient,
     looks_at,
+    on_digit_share,
     rollout_map,
     vit_attention,
 )
@@ -329,6 +330,37 @@ def test_looks_at_shipped_models(name, shipped, digits):
     batch_of_one = looks_at(model, image[None], target=other, steps=2)  # [1, 1, H, W] is accepted too
     assert batch_of_one.target == other and batch_of_one.predicted == result.predicted
     torch.testing.assert_close(batch_of_one.gradient, logit_gradient(model, image[None], other)[0], atol=0, rtol=0)
+
+
+def test_on_digit_share_per_head_matches_a_numpy_loop():
+    gen = torch.Generator().manual_seed(3)
+    image = torch.zeros(2, 6, 5, dtype=torch.float64)
+    image[0, 1:3, 2] = 0.5
+    image[1, 4, 0] = 1.0  # ink in either channel counts
+    ink = image.numpy().any(axis=0)
+    maps = torch.rand(3, 4, 6, 5, generator=gen, dtype=torch.float64)
+    shares = on_digit_share(maps, image)
+    assert shares.shape == (3, 4) and shares.dtype == torch.float64
+    for layer in range(3):
+        for head in range(4):
+            want = _share(maps[layer, head].numpy(), ink)
+            assert abs(float(shares[layer, head]) - want) < 1e-15  # float64 sums of 30 terms
+    uniform = on_digit_share(torch.ones(6, 5), image[0] + image[1])  # a uniform map scores the ink's area share
+    assert shares.ndim == 2 and abs(float(uniform) - ink.sum() / ink.size) < 1e-15
+
+
+@pytest.mark.parametrize("maps, image, error, name", [
+    ("map", torch.ones(4, 4), TypeError, "maps"),
+    (torch.ones(4, 4), None, TypeError, "image"),
+    (torch.ones(4, 5), torch.ones(4, 4), ValueError, "maps"),
+    (torch.ones(4, 4), torch.ones(1, 1, 4, 4), ValueError, "image"),
+    (torch.ones(4, 4), torch.zeros(4, 4), ValueError, "no nonzero pixel"),
+    (-torch.ones(4, 4), torch.ones(4, 4), ValueError, "nonnegative"),
+    (torch.zeros(2, 4, 4), torch.ones(4, 4), ValueError, "positive mass"),
+])
+def test_on_digit_share_refuses_bad_input(maps, image, error, name):
+    with pytest.raises(error, match=name):
+        on_digit_share(maps, image)
 
 
 # --- errors -------------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 import logging
 
 import ipywidgets as W
+import pytest
 
-from explorer.apps._callbacks import callback, guarded
+from explorer.apps._callbacks import callback, guarded, quietly
 from explorer.guard import RequestRefused
 
 
@@ -58,3 +59,17 @@ def test_callback_makes_one_guarded_handler_for_observe_and_on_click():
     assert calls == [3] and target.value == ""
     button.click()  # raises inside: shown, not raised
     assert "could not run: ZeroDivisionError" in target.value
+
+
+def test_quietly_sets_busy_and_clears_it_also_on_error():
+    class App:
+        _busy = False
+
+    app = App()
+    with quietly(app):
+        assert app._busy is True
+    assert app._busy is False
+    with pytest.raises(RuntimeError, match="boom"):
+        with quietly(app):
+            raise RuntimeError("boom")
+    assert app._busy is False
