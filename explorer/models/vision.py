@@ -200,6 +200,11 @@ def _check_images(images: object, in_channels: int, size: int, dtype: torch.dtyp
     return images.to(dtype)
 
 
+# a symbolic trace (torch.fx, used by explorer.analysis.receptive_field) records the check as one call instead of
+# running it on a Proxy, which its isinstance test would refuse
+torch.fx.wrap("_check_images")
+
+
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018, https://arxiv.org/abs/1709.01507): attention over channels.
 
