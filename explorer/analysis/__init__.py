@@ -1,6 +1,17 @@
 """Analyses of models built from explorer layers (or any ``nn.Module``): receptive fields, attention statistics,
 translation equivariance, ..."""
 
+from explorer.analysis.agreement import (
+    agreement,
+    gradient_rollout,
+    kendall,
+    load_agreement,
+    minilm_maps,
+    pointing,
+    spearman,
+    top_k_overlap,
+    vit_maps,
+)
 from explorer.analysis.attention import (
     attention_rollout,
     distance_histogram,
@@ -57,6 +68,15 @@ from explorer.analysis.receptive_field import (
 )
 
 __all__ = [
+    "agreement",
+    "gradient_rollout",
+    "kendall",
+    "load_agreement",
+    "minilm_maps",
+    "pointing",
+    "spearman",
+    "top_k_overlap",
+    "vit_maps",
     "AttentionRF",
     "attention_receptive_field",
     "EffectiveRF",
