@@ -38,7 +38,7 @@ from tests.browser.test_dashboard import _rf_size, add_layers_and_wait
 pytestmark = pytest.mark.browser
 
 NOTEBOOKS = ["01_receptive_fields.ipynb", "02_attention_maps.ipynb", "03_cross_modal_attention.ipynb",
-             "04_cost_scaling.ipynb", "05_head_to_head.ipynb", "dashboard.ipynb"]
+             "04_cost_scaling.ipynb", "05_head_to_head.ipynb", "07_attention_as_convolution.ipynb", "dashboard.ipynb"]
 WIDTHS = (1280, 1920)
 ARTIFACTS = ROOT / "tests" / "browser" / "_artifacts" / "lab"
 APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .h2h-app, .explorer-dashboard"
@@ -134,7 +134,8 @@ def test_app_interaction_draws_library_numbers(notebook):
     nb = notebook
     interact = {"01_receptive_fields.ipynb": _receptive_field, "02_attention_maps.ipynb": _attention,
                 "03_cross_modal_attention.ipynb": _cross_modal, "04_cost_scaling.ipynb": _cost,
-                "05_head_to_head.ipynb": _head_to_head, "dashboard.ipynb": _receptive_field}[nb.name]
+                "05_head_to_head.ipynb": _head_to_head, "07_attention_as_convolution.ipynb": _shift_heads,
+                "dashboard.ipynb": _receptive_field}[nb.name]
     start = time.perf_counter()
     interact(nb.page)
     TIMINGS[f"lab {nb.name}: interaction to drawn (s)"] = time.perf_counter() - start
@@ -218,6 +219,32 @@ def _head_to_head(page) -> None:
     torch.testing.assert_close(overlay, reference, atol=1e-4, rtol=0)  # fp32 through JSON, IG in two processes
     shares = page.locator(".h2h-share-line").inner_text()
     assert f"{expected.on_digit['rollout']:.0%}" in shares, shares
+
+
+def _shift_heads(page) -> None:
+    """Lesson 07 has no app: its figure of the nine heads of the attention layer built from a conv must show the
+    library's patterns (the same seeded conv and input as the notebook), each a one-hot shift."""
+    from torch import nn
+
+    from explorer import record
+    from explorer.layers import attention_from_conv
+
+    figure = ".lesson-shift-heads.js-plotly-plot"
+    page.wait_for_selector(f"{figure} .main-svg", state="visible", timeout=60_000)
+    torch.manual_seed(0)  # the notebook's set-up cell, then its first conv and input
+    conv = nn.Conv2d(3, 4, kernel_size=3, padding=1, dtype=torch.float64)
+    attention = attention_from_conv(conv)
+    x = torch.randn(2, 3, 10, 12, dtype=torch.float64)
+    with torch.no_grad(), record(attention, "hook_pattern") as trace:
+        attention(x[:1])
+    pattern = trace["hook_pattern"][0]  # (head, query, key)
+    drawn = page.evaluate(f"() => document.querySelector('{figure}').data.map("
+                          "t => Array.from(t.z, r => Array.from(r)))")
+    assert len(drawn) == attention.num_heads == 9
+    for h, z in enumerate(drawn):
+        want = pattern[h, 4 * 12 + 5].reshape(12, 14)  # query pixel (4, 5) over the zero-padded 12 x 14 grid
+        torch.testing.assert_close(torch.tensor(z, dtype=torch.float64), want, atol=1e-6, rtol=0)  # through JSON
+        assert float(want.max()) > 1 - 1e-12 and int((want > 1e-12).sum()) == 1  # a one-hot shift
 
 
 def test_head_view_survives_reload_and_reopen(lab):
