@@ -26,6 +26,11 @@ Shapes (``B = batch``, ``H = heads``, ``h = d / H`` the head width, ``s`` = byte
 * ``fft_conv``: a causal long convolution of each channel with its own length-``n`` filter (weight ``[d, n]``),
   computed with ``rfft`` at length ``L = 2 n`` (zero padding so the circular convolution equals the linear one).
 
+``lsh_attention`` is Reformer's LSH attention as implemented in ``explorer.layers.lsh_attention`` (shared q/k:
+inputs ``qk, v [B, H, n, h]``): ``n_rounds`` hashings into ``n_buckets`` buckets, sorted, cut into chunks of
+``chunk``; each query sees its own and the previous chunk. Defaults ``n_buckets = 8``, ``n_rounds = 2``,
+``chunk = 64`` (Reformer's chunk length; fixed buckets keep the hashing linear in ``n``).
+
 Windowed attention uses the convention of ``explorer.masks``: a non-causal window of ``window`` keys covers offsets
 ``-((window - 1) // 2) .. window // 2`` around the query, clipped at the sequence edges.
 """
@@ -49,6 +54,7 @@ OPS = (
     "sliding_window_attention",
     "block_sparse_attention",
     "linear_attention",
+    "lsh_attention",
 )
 
 # FLOPs per score of a numerically stable softmax: running max (1 compare), subtract max (1), exp (1), row sum (1),
@@ -62,6 +68,10 @@ RFFT_FLOPS_CONSTANT = 2.5
 
 # FLOPs of one complex multiply (a + ib)(c + id): 4 multiplies + 2 adds.
 COMPLEX_MUL_FLOPS = 6
+
+# LSH attention with several rounds lowers each score by log N_ij (how many rounds see the pair): 1 FLOP per score
+# slot (the subtraction; the integer count and its log, like every mask comparison, are not counted).
+LSH_DEDUP_FLOPS_PER_SCORE = 1
 
 
 @dataclass(frozen=True)
@@ -235,6 +245,75 @@ def _linear_attention(n: int, d: int, heads: int, batch: int, s: int) -> Cost:
     return Cost(float(flops), float((qkv + inter) * s), float((qkv + inter) * s))
 
 
+def lsh_pairs(n: int, chunk: int) -> int:
+    """Score slots of one LSH attention round and head: ``m * c * K``, every slot the chunked kernel computes.
+
+    The sorted order is cut into ``m = ceil(n / c)`` chunks of ``c = min(chunk, n)`` slots (the last one padded);
+    each query slot scores ``K = 2 c`` keys (its own chunk and the previous one) when ``m > 1``, and ``K = c`` when
+    the whole sequence is one chunk. Slots of other buckets, of padding and of the first chunk's (absent) previous
+    chunk are computed and then masked, so they count. About ``2 n c`` -- linear in ``n`` for a fixed chunk.
+
+    Example: ``n = 10, chunk = 4`` -> ``m = 3`` chunks of 4 (12 slots, 2 padding), ``K = 8``: ``96`` slots.
+    ``n = 10, chunk = 16`` -> one chunk of 10: ``100`` (dense).
+    """
+    _check_positive_int("n", n)
+    _check_positive_int("chunk", chunk)
+    c = min(chunk, n)
+    m = -(-n // c)
+    return m * c * (2 * c if m > 1 else c)
+
+
+def _lsh_attention(n: int, d: int, heads: int, batch: int, s: int, n_buckets: int, n_rounds: int,
+                   chunk: int) -> Cost:
+    """Reformer's LSH attention with shared q/k (``explorer.layers.lsh_attention``), ``R = n_rounds`` rounds.
+
+    With ``c = min(chunk, n)``, ``m = ceil(n / c)`` chunks, ``n_pad = m c`` sorted slots, ``K = 2 c`` key slots per
+    query (``c`` when ``m = 1``) and ``P = n_pad K`` score slots per head and round (``lsh_pairs``):
+
+    * hashing: ``x R_r`` with ``R_r [h, n_buckets / 2]`` per round and head -> ``2 n h (n_buckets / 2)``;
+      summed: ``B n d n_buckets R`` (0 when ``n_buckets = 1``: no hashing);
+    * sorting by (bucket, position): O(R B H n log n) comparisons, counted as **0 FLOPs** (no arithmetic; like
+      every mask comparison here);
+    * per round, the attention core over the ``P`` slots: ``4 B d P + 5 B H P`` as for the other attentions
+      (``Q K^T`` and ``P V`` matmuls plus the softmax), plus, when ``R > 1``, ``1`` FLOP per slot for the
+      duplicate correction ``- log N_ij`` (``LSH_DEDUP_FLOPS_PER_SCORE``; the layer's default ``dedup=True``);
+    * combining the rounds (``R > 1``): ``out = sum_r w_r o_r`` -> ``2 B n d R``; the softmax over the ``R``
+      log-sum-exps (O(B H n R)) is not counted, nor the key normalisation and the ``1/sqrt(h)`` scale (O(B n d)).
+
+    So ``flops = B n d b R + R (4 B d P + 5 B H P) + [R > 1] (B H P R + 2 B n d R)``; the matmul part
+    (``B n d b R + 4 B d P R``) is what ``FlopCounterMode`` sees.
+
+    Peak memory -- the float tensors of the implementation, all alive at the end (``dtype`` size):
+    inputs ``qk, v`` (``2 B n d``); normalised keys and scaled queries (``2 B n d``); their padded copies with
+    ``v`` (``3 B (n + 1) d``); per round the sorted queries (``B n_pad d``), the key and value windows
+    (``2 B n_pad d K / c``), the scores (the pattern overwrites them: ``B H P``), the log-sum-exp sorted and
+    unsorted (``B H (n_pad + n)``), the output sorted and unsorted (``B (n_pad + n) d``); the output (``B n d``).
+    When ``R > 1`` the per-slot round counts ``N_ij`` are int32 (``4 B H P R`` bytes). Not counted: the int64
+    bookkeeping (buckets, sort permutations, slot ids -- O(R B H n) values) and boolean masks. Bytes moved: the
+    same plus the read of the random rotations (``R h n_buckets / 2``, regenerated per call like a weight).
+    """
+    h = d // heads
+    c = min(chunk, n)
+    m = -(-n // c)
+    n_pad = m * c
+    keys = 2 * c if m > 1 else c
+    pairs = lsh_pairs(n, chunk)  # n_pad * keys
+    hashing = batch * n * d * n_buckets * n_rounds if n_buckets > 1 else 0
+    core = n_rounds * (4 * batch * d * pairs + SOFTMAX_FLOPS_PER_SCORE * batch * heads * pairs)
+    extra = 0
+    if n_rounds > 1:
+        extra = LSH_DEDUP_FLOPS_PER_SCORE * batch * heads * pairs * n_rounds + 2 * batch * n * d * n_rounds
+    flops = hashing + core + extra
+    floats = (2 * batch * n * d + 2 * batch * n * d + 3 * batch * (n + 1) * d
+              + n_rounds * (batch * n_pad * d + 2 * batch * n_pad * d * keys // c + batch * heads * pairs
+                            + batch * heads * (n_pad + n) + batch * (n_pad + n) * d)
+              + batch * n * d)
+    counts = 4 * batch * heads * pairs * n_rounds if n_rounds > 1 else 0
+    peak = floats * s + counts
+    rotations = n_rounds * h * (n_buckets // 2) * s
+    return Cost(float(flops), float(peak + rotations), float(peak))
+
+
 def cost(
     op: str,
     n: int,
@@ -244,6 +323,9 @@ def cost(
     kernel_size: int = 3,
     window: int = 128,
     block: int = 64,
+    n_buckets: int = 8,
+    n_rounds: int = 2,
+    chunk: int = 64,
     batch: int = 1,
     dtype: torch.dtype = torch.float32,
 ) -> Cost:
@@ -260,7 +342,11 @@ def cost(
     * ``sliding_window_attention``: ``4 B d P + 5 B H P`` with the exact pair count ``P`` of
       ``sliding_window_pairs`` (about ``n * window``); fused-kernel memory;
     * ``block_sparse_attention``: the same with ``P`` from ``block_sparse_pairs``; fused-kernel memory;
-    * ``linear_attention``: ``4 B n d^2 / H + 4 B n d``.
+    * ``linear_attention``: ``4 B n d^2 / H + 4 B n d``;
+    * ``lsh_attention``: ``B n d b R + R (4 B d P + 5 B H P) + [R > 1] (B H P R + 2 B n d R)`` with ``b =
+      n_buckets``, ``R = n_rounds`` and ``P = lsh_pairs(n, chunk)`` (about ``2 n chunk``) score slots per head and
+      round: hashing + chunked attention, sorting counted as 0 FLOPs; memory ``O(R B n (d + H chunk))``, linear
+      in ``n`` (see ``_lsh_attention``).
 
     Attention counts only the core (``Q K^T``, softmax, ``P V``), not the projections.
 
@@ -272,6 +358,9 @@ def cost(
         kernel_size: convolution kernel size.
         window: keys per query for ``sliding_window_attention``; must be ``<= n``.
         block: block size for ``block_sparse_attention``.
+        n_buckets: hash buckets for ``lsh_attention``: 1 (no hashing) or even.
+        n_rounds: hashing rounds for ``lsh_attention``.
+        chunk: chunk length of ``lsh_attention``'s sorted order (a chunk longer than ``n`` is the whole sequence).
         batch: batch size.
         dtype: element type; sets the bytes per element.
 
@@ -280,7 +369,7 @@ def cost(
 
     Raises:
         ValueError: unknown ``op``; a non-positive size; ``window > n`` (for ``sliding_window_attention``, the only
-            op that uses ``window``); ``d % heads != 0``.
+            op that uses ``window``); an odd ``n_buckets > 1``; ``d % heads != 0``.
         TypeError: a size that is not an int, or ``dtype`` that is not a ``torch.dtype``.
     """
     if op not in OPS:
@@ -292,9 +381,14 @@ def cost(
         ("kernel_size", kernel_size),
         ("window", window),
         ("block", block),
+        ("n_buckets", n_buckets),
+        ("n_rounds", n_rounds),
+        ("chunk", chunk),
         ("batch", batch),
     ):
         _check_positive_int(name, value)
+    if n_buckets > 1 and n_buckets % 2:
+        raise ValueError(f"n_buckets must be 1 or even (LSH splits a rotation and its negation), got {n_buckets}")
     s = _itemsize(dtype)
     if op == "sliding_window_attention" and window > n:  # only checked where it is used: the default is 128
         raise ValueError(f"window must be <= n, got window={window} > n={n}")
@@ -311,6 +405,8 @@ def cost(
         return _fft_conv(n, d, batch, s)
     if op == "linear_attention":
         return _linear_attention(n, d, heads, batch, s)
+    if op == "lsh_attention":
+        return _lsh_attention(n, d, heads, batch, s, n_buckets, n_rounds, chunk)
     common = dict(n=n, d=d, heads=heads, batch=batch, s=s)
     if op == "attention_math":
         return _attention_over_pairs(n * n, scores=True, **common)

@@ -24,7 +24,9 @@ __all__ = ["CostScalingApp", "gpu_benchmarks", "shipped_sweep"]
 
 log = logging.getLogger(__name__)
 DEFAULT_OPS = ("attention_math", "attention_fused", "sliding_window_attention", "linear_attention", "conv1d")
-COLOURS = dict(zip(OPS, OP_COLOURS))
+# One colour per op of OPS, in order: explorer.viz.cost's nine-colour palette and, for the tenth op, lsh_attention,
+# a cyan (at least 96 apart in RGB from each of the nine).
+COLOURS = dict(zip(OPS, [*OP_COLOURS, "#17becf"]))
 # Time guard: a point is refused when its estimated run time (5 calls: warm-up, 3 repeats, memory pass) at a
 # conservative CPU throughput exceeds the per-point budget, so one click never blocks the kernel for long.
 CPU_FLOPS_PER_S = 2e10
@@ -34,7 +36,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "assets" / "benchmarks"
 
 
 def _op_kwargs(n: int, d: int) -> dict:
-    """Size arguments of one sweep point: width ``d``, a window of 128 and blocks of 64 (at most ``n``)."""
+    """Size arguments of one sweep point: width ``d``, a window of 128 and blocks of 64 (at most ``n``); LSH
+    attention takes ``explorer.analysis.cost``'s defaults (8 buckets, 2 rounds, chunks of 64, clipped to ``n``)."""
     return {"d": d, "window": min(128, n), "block": min(64, n)}
 
 

@@ -1,21 +1,26 @@
 """How time and memory grow with sequence length (or image side) for convolutions and attention variants.
 
-``assets/benchmarks/scaling_cpu.json`` was produced (2 CPU threads) by::
+``assets/benchmarks/scaling_cpu.json`` was produced (1 CPU thread) by::
 
-    python -m explorer.bench.scaling --device cpu \
-        --ops conv1d,depthwise_conv1d,fft_conv,attention_math,attention_fused,sliding_window_attention,block_sparse_attention,linear_attention \
-        --sizes 1024,2048,4096,8192,16384 --batch 4 --repeats 7 --out assets/benchmarks/scaling_cpu.json
+    python -m explorer.bench.scaling --device cpu --threads 1 \
+        --ops conv1d,depthwise_conv1d,fft_conv,attention_math,attention_fused,sliding_window_attention,block_sparse_attention,linear_attention,lsh_attention \
+        --sizes 1024,2048,4096,8192,16384 --batch 4 --repeats 5 --out assets/benchmarks/scaling_cpu.json
 
-(defaults: ``--d 64 --heads 1 --window 128 --block 64 --dtype float32 --warmup 1``). It predates the switch of
-``sliding_window_attention`` to the ``explorer.masks`` window convention (``window`` keys, not
-``2 * (window // 2) + 1``), so its sliding-window rows saw 129 keys per query instead of 128.
+(defaults: ``--d 64 --heads 1 --window 128 --block 64 --n-buckets 8 --n-rounds 2 --chunk 64 --dtype float32
+--warmup 1``), on a 2-core machine shared with other jobs, so single points can be noisy. Time exponents a little
+above 1 for the linear ops (sliding-window, block-sparse, LSH) come largely from memory effects, not from the
+algorithms: once a tensor outgrows the caches and glibc's mmap threshold (32 MB) it is page-faulted afresh on every
+call (LSH's scores pass 32 MB between n = 4096 and 8192 at batch 4; with ``MALLOC_MMAP_THRESHOLD_`` raised the
+jump there shrank in a quick check).
 
 Each op is built once with seeded inputs (``make_op``) and timed with the shared interleaved timer; its peak
 memory is measured in a separate, untimed call. A log-log least-squares fit of time and memory against ``n``
 gives the empirical exponent (``fit_exponent``): ~2 for materialised attention, ~1 for convolutions,
-sliding-window, block-sparse and linear attention.
+sliding-window, block-sparse, linear and LSH attention (``explorer.layers.lsh_attention``, Reformer: hashing,
+sorting and chunked attention, O(n * chunk) per round).
 
-Shapes: attention ops use q, k, v of ``[batch, head, query|key, d / heads]`` (``d`` is the model width, as in
+Shapes: attention ops use q, k, v of ``[batch, head, query|key, d / heads]`` (``lsh_attention``: shared ``qk`` and
+``v``) (``d`` is the model width, as in
 ``explorer.analysis.cost``);
 1-D convolutions use ``[batch, channel=d, n]``; ``conv2d`` uses ``[batch, channel=d, height=n, width=n]``.
 
@@ -194,8 +199,8 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: flo
 # --------------------------------------------------------------------------------------------------------------
 
 def make_op(op: str, n: int, d: int = 64, *, heads: int = 1, kernel_size: int = 3, window: int = 128,
-            block: int = 64, batch: int = 1, device="cpu", dtype=torch.float32,
-            seed: int = 0) -> Callable[[], torch.Tensor]:
+            block: int = 64, n_buckets: int = 8, n_rounds: int = 2, chunk: int = 64, batch: int = 1,
+            device="cpu", dtype=torch.float32, seed: int = 0) -> Callable[[], torch.Tensor]:
     """Build seeded inputs for ``op`` at size ``n`` once and return a zero-argument closure that runs it.
 
     The arguments mean what they mean in ``explorer.analysis.cost.cost`` (which validates them here, allocating
@@ -210,11 +215,14 @@ def make_op(op: str, n: int, d: int = 64, *, heads: int = 1, kernel_size: int = 
         kernel_size: for ``conv1d``, ``depthwise_conv1d``, ``conv2d`` (``same`` padding).
         window: ``sliding_window_attention`` keys per query, ``explorer.masks.sliding_window`` convention; <= n.
         block: ``block_sparse_attention`` block length (n is padded up to a multiple of it).
+        n_buckets, n_rounds, chunk: ``lsh_attention``'s hashing and chunking
+            (``explorer.layers.lsh_attention.lsh_attention``; rotations drawn from ``seed``).
         device, dtype, seed: where and how the inputs are made.
     Returns:
         A closure; its ``inputs`` attribute holds the input tensors by name (for reference checks in tests).
     """
-    cost(op, n, d, heads=heads, kernel_size=kernel_size, window=window, block=block, batch=batch, dtype=dtype)
+    cost(op, n, d, heads=heads, kernel_size=kernel_size, window=window, block=block, n_buckets=n_buckets,
+         n_rounds=n_rounds, chunk=chunk, batch=batch, dtype=dtype)
 
     gen = torch.Generator().manual_seed(seed)
 
@@ -234,6 +242,11 @@ def make_op(op: str, n: int, d: int = 64, *, heads: int = 1, kernel_size: int = 
     elif op == "fft_conv":
         inputs = {"x": randn(batch, d, n), "h": randn(d, n, scale=n ** -0.5)}
         fn = lambda: fft_conv(inputs["x"], inputs["h"])  # noqa: E731
+    elif op == "lsh_attention":  # shared queries/keys (Reformer)
+        from explorer.layers.lsh_attention import lsh_attention  # imported where used: the layers package
+
+        inputs = {name: randn(batch, heads, n, d // heads) for name in ("qk", "v")}
+        fn = lambda: lsh_attention(inputs["qk"], inputs["v"], n_buckets, n_rounds, chunk, seed=seed)  # noqa: E731
     else:
         inputs = {name: randn(batch, heads, n, d // heads) for name in ("q", "k", "v")}
         q, k, v = inputs["q"], inputs["k"], inputs["v"]
@@ -242,9 +255,9 @@ def make_op(op: str, n: int, d: int = 64, *, heads: int = 1, kernel_size: int = 
         elif op == "attention_fused":
             fn = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
         elif op == "sliding_window_attention":
-            chunk = window
-            mask = _window_mask(n, window, chunk, device=device)  # built once, O(n * window) bools
-            fn = lambda: sliding_window_attention(q, k, v, window, chunk=chunk, mask=mask)  # noqa: E731
+            query_chunk = window
+            mask = _window_mask(n, window, query_chunk, device=device)  # built once, O(n * window) bools
+            fn = lambda: sliding_window_attention(q, k, v, window, chunk=query_chunk, mask=mask)  # noqa: E731
         elif op == "block_sparse_attention":
             fn = lambda: block_sparse_attention(q, k, v, block)  # noqa: E731
         else:
@@ -497,18 +510,24 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement]:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--window", type=int, default=128)
     parser.add_argument("--block", type=int, default=64)
+    parser.add_argument("--n-buckets", type=int, default=8, help="lsh_attention: hash buckets (1 or even)")
+    parser.add_argument("--n-rounds", type=int, default=2, help="lsh_attention: hashing rounds")
+    parser.add_argument("--chunk", type=int, default=64, help="lsh_attention: chunk length of the sorted order")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--out", default=None, help=".json or .csv")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
+    if args.threads is not None:
+        torch.set_num_threads(_check_positive_int("threads", args.threads))
     ops = [op.strip() for op in args.ops.split(",") if op.strip()]
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     results = sweep(ops, sizes, progress=not args.no_progress, repeats=args.repeats, warmup=args.warmup,
                     d=args.d, heads=args.heads, batch=args.batch, window=args.window, block=args.block,
-                    device=args.device, dtype=getattr(torch, args.dtype))
+                    n_buckets=args.n_buckets, n_rounds=args.n_rounds, chunk=args.chunk, device=args.device, dtype=getattr(torch, args.dtype))
     print(format_table(results))
     if args.out:
         print(f"wrote {save(results, args.out)}")

@@ -9,6 +9,7 @@ from explorer.layers.conv_attention import ConvAttention, attention_from_conv
 from explorer.layers.conv import AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d
 from explorer.layers.geometry import Geometry
 from explorer.layers.linear_attention import LinearAttention
+from explorer.layers.lsh_attention import LSHAttention, lsh_attention
 
 __all__ = [
     "Conv1d",

@@ -2,8 +2,8 @@
 masks built with torch, hand-worked arithmetic, and asymptotic scaling.
 
 ``FlopCounterMode`` counts matmuls and convolutions as ``2 * multiply-adds`` -- the same convention as the model --
-but not elementwise ops: the softmax (``SOFTMAX_FLOPS_PER_SCORE`` per score) and the linear-attention normaliser's
-sum and divide are subtracted before comparing.
+but not elementwise ops: the softmax (``SOFTMAX_FLOPS_PER_SCORE`` per score), the linear-attention normaliser's
+sum and divide, and LSH attention's duplicate correction and round combination are subtracted before comparing.
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from explorer.analysis import OPS, Cost, attention_matrix_bytes, cost
-from explorer.analysis.cost import SOFTMAX_FLOPS_PER_SCORE, block_sparse_pairs, cost_table, sliding_window_pairs
+from explorer.analysis.cost import (
+    LSH_DEDUP_FLOPS_PER_SCORE,
+    SOFTMAX_FLOPS_PER_SCORE,
+    block_sparse_pairs,
+    cost_table,
+    lsh_pairs,
+    sliding_window_pairs,
+)
+from explorer.bench.scaling import make_op
+from explorer.layers.lsh_attention import lsh_attention
 
 
 def counted_flops(fn) -> int:
@@ -80,6 +89,37 @@ def test_linear_attention_matmul_flops_match_counter(batch, heads, n, d):
 
     elementwise = 2 * batch * n * d  # z sum + divide
     assert cost("linear_attention", n, d, heads=heads, batch=batch).flops - elementwise == counted_flops(core)
+
+
+def lsh_elementwise(batch, heads, n, d, n_rounds, chunk):
+    """The parts of the LSH model FlopCounterMode does not see: softmax, and with R > 1 the -log N_ij correction
+    (per score slot) and the weighted sum of the rounds (2 B n d R)."""
+    slots = batch * heads * lsh_pairs(n, chunk) * n_rounds
+    extra = LSH_DEDUP_FLOPS_PER_SCORE * slots + 2 * batch * n * d * n_rounds if n_rounds > 1 else 0
+    return SOFTMAX_FLOPS_PER_SCORE * slots + extra
+
+
+@pytest.mark.parametrize("batch,heads,n,d,n_buckets,n_rounds,chunk", [
+    (1, 1, 64, 8, 4, 1, 16),  # chunks divide n
+    (2, 2, 37, 16, 8, 3, 8),  # padded last chunk, three rounds
+    (1, 4, 50, 32, 2, 2, 64),  # one chunk (chunk > n)
+    (2, 1, 30, 8, 1, 1, 7),  # one bucket: no hashing
+])
+def test_lsh_attention_matmul_flops_match_counter(batch, heads, n, d, n_buckets, n_rounds, chunk):
+    """Hashing (x R_r) and the chunked Q K^T and P V matmuls of the implementation, exactly."""
+    h = d // heads
+    qk, v = torch.randn(batch, heads, n, h), torch.randn(batch, heads, n, h)
+    counted = counted_flops(lambda: lsh_attention(qk, v, n_buckets, n_rounds, chunk))
+    model = cost("lsh_attention", n, d, heads=heads, batch=batch, n_buckets=n_buckets, n_rounds=n_rounds,
+                 chunk=chunk).flops
+    assert model - lsh_elementwise(batch, heads, n, d, n_rounds, chunk) == counted  # exact: both integers
+
+
+def test_lsh_attention_benchmarked_op_flops_match_counter():
+    """The closure the scaling sweep times (defaults: 8 buckets, 2 rounds, chunk 64) at d = 64, batch 4."""
+    fn = make_op("lsh_attention", 1000, d=64, batch=4)
+    model = cost("lsh_attention", 1000, 64, batch=4).flops
+    assert model - lsh_elementwise(4, 1, 1000, 64, 2, 64) == counted_flops(fn)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -147,6 +187,38 @@ def test_block_sparse_hand_example():
     assert cost("block_sparse_attention", 10, 4, block=4).flops == 4 * 4 * 36 + 5 * 36
 
 
+def test_lsh_pairs_hand_examples():
+    # n = 10, chunk = 4: 3 chunks of 4 (12 slots, 2 of them padding), each query slot scores 2 * 4 keys -> 96
+    assert lsh_pairs(10, 4) == 96
+    # chunk >= n: one chunk of n, its own keys only -> n^2
+    assert lsh_pairs(10, 16) == lsh_pairs(10, 10) == 100
+    # chunk divides n: exactly n * 2c
+    assert lsh_pairs(4096, 64) == 4096 * 128
+    assert lsh_pairs(5, 1) == 5 * 2  # a chunk of one: the slot and the one before
+
+
+def test_lsh_attention_flops_hand_example():
+    # n = 10, d = 8, one head, b = 4 buckets, chunk = 4 -> P = 96 slots per round
+    # one round: hashing 10 * 8 * 4 = 320; attention 4 * 8 * 96 + 5 * 96 = 3072 + 480 -> 3872
+    assert cost("lsh_attention", 10, 8, n_buckets=4, n_rounds=1, chunk=4).flops == 3872
+    # two rounds: hashing 640 + 2 * 3552 + dedup 2 * 96 + combining 2 * 10 * 8 * 2 = 640 + 7104 + 192 + 320 = 8256
+    assert cost("lsh_attention", 10, 8, n_buckets=4, n_rounds=2, chunk=4).flops == 8256
+    # one bucket, one chunk: no hashing, dense n^2 core = attention_fused's FLOPs
+    assert cost("lsh_attention", 10, 8, n_buckets=1, n_rounds=1, chunk=10).flops == cost("attention_fused", 10, 8).flops
+
+
+def test_lsh_attention_memory_hand_example():
+    # n = 4, d = 2, one head, chunk = 2, float32: c = 2, m = 2 chunks, n_pad = 4, K = 4 keys, P = 16 slots
+    # qk, v 16 + normalised keys and scaled queries 16 + padded copies of those and v 3 * 5 * 2 = 30
+    # per round: sorted queries 8 + key/value windows 2 * 4 * 2 * 2 = 32 + scores 16 + lse 4 + 4 + outputs 8 + 8
+    # = 80; output 8.  One round: (16 + 16 + 30 + 80 + 8) * 4 bytes = 600
+    assert cost("lsh_attention", 4, 2, n_buckets=2, n_rounds=1, chunk=2).peak_memory == 600
+    # two rounds: (16 + 16 + 30 + 160 + 8) * 4 = 920, plus int32 round counts 4 bytes * 16 slots * 2 rounds = 128
+    assert cost("lsh_attention", 4, 2, n_buckets=2, n_rounds=2, chunk=2).peak_memory == 1048
+    # bytes moved: the same plus the rotations, 2 rounds * h 2 * (2 / 2) columns * 4 bytes = 16
+    assert cost("lsh_attention", 4, 2, n_buckets=2, n_rounds=2, chunk=2).bytes_moved == 1064
+
+
 def test_attention_math_memory_hand_example():
     # n = 4, d = 2, float32: q, k, v, out 4 * 4 * 2 = 32 elements + S, P 2 * 16 = 32 -> 64 * 4 bytes
     assert cost("attention_math", 4, 2).peak_memory == 256
@@ -170,9 +242,21 @@ def test_math_peak_memory_is_quadratic_fused_linear():
 
 
 def test_linear_ops_scale_linearly():
-    for op in ("conv1d", "depthwise_conv1d", "linear_attention", "sliding_window_attention", "block_sparse_attention"):
+    for op in ("conv1d", "depthwise_conv1d", "linear_attention", "sliding_window_attention", "block_sparse_attention",
+               "lsh_attention"):
         small, large = cost(op, 2**14, 64, window=128), cost(op, 2**15, 64, window=128)
         assert large.flops / small.flops == pytest.approx(2, rel=1e-2), op  # edges of windows/blocks: < 1 %
+
+
+def test_lsh_attention_is_linear_and_far_below_full_attention():
+    # chunk 64 divides n: P = 2 * 64 * n per round, every term linear -> FLOPs double exactly with n
+    small, large = cost("lsh_attention", 2**14), cost("lsh_attention", 2**15)
+    assert large.flops == 2 * small.flops
+    # memory: every term linear except the sentinel rows of the padded copies (3 B d elements): ratio 2 - 1e-5
+    assert large.peak_memory / small.peak_memory == pytest.approx(2, abs=1e-5)
+    # at n = 16384 (defaults: 2 rounds of 2 * 64 keys per query) the core scores 2 * 128 / 16384 = 1/64 of the pairs
+    ratio = cost("lsh_attention", 2**14).flops / cost("attention_math", 2**14).flops
+    assert 1 / 64 < ratio < 1.1 / 64  # + hashing (n d b R vs 4 d (2 c n) R: b / 8c = 1.6 %), dedup, combining (< 1 %)
 
 
 def test_dtype_scales_bytes_not_flops():
@@ -198,12 +282,20 @@ def test_unknown_op_lists_ops():
     assert all(op in str(err.value) for op in OPS)
 
 
-@pytest.mark.parametrize("name", ["n", "d", "heads", "kernel_size", "window", "block", "batch"])
+@pytest.mark.parametrize("name", ["n", "d", "heads", "kernel_size", "window", "block", "n_buckets", "n_rounds",
+                                  "chunk", "batch"])
 def test_bad_sizes_name_the_argument(name):
-    kwargs = dict(n=256, d=64, heads=1, kernel_size=3, window=16, block=32, batch=1)
+    kwargs = dict(n=256, d=64, heads=1, kernel_size=3, window=16, block=32, n_buckets=8, n_rounds=2, chunk=64,
+                  batch=1)
     for bad, error in ((0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError), ("8", TypeError)):
         with pytest.raises(error, match=name):
             cost("sliding_window_attention", **{**kwargs, name: bad})
+
+
+def test_odd_bucket_count():
+    with pytest.raises(ValueError, match="n_buckets must be 1 or even"):
+        cost("lsh_attention", 256, n_buckets=5)
+    assert cost("lsh_attention", 256, n_buckets=1).flops > 0  # one bucket: no hashing, allowed
 
 
 def test_window_larger_than_n():

@@ -5,7 +5,7 @@ import pytest
 
 from explorer.analysis.cost import OPS, cost
 from explorer.apps import CostScalingApp
-from explorer.apps.cost_scaling import _op_kwargs
+from explorer.apps.cost_scaling import COLOURS, _op_kwargs
 from explorer.bench.scaling import fit_exponent
 
 # every op but conv2d, whose n is an image side: at 2^10..2^11 the time guard refuses it
@@ -44,7 +44,7 @@ def test_measured_memory_exponent_matches_analytic(wide_sweep, op):
     Heights differ (the measured peak leaves out the inputs; the sliding-window and block-sparse benchmark ops
     store their chunked scores), so only the log-log slopes over n = 2^8 .. 2^11 are compared.
     """
-    assert "data-points='32'" in wide_sweep.status.value
+    assert f"data-points='{4 * len(SWEEP_OPS)}'" in wide_sweep.status.value  # 9 ops x n = 2^8 .. 2^11
     ns = [m.n for m in wide_sweep.measurements if m.op == op]
     assert ns == [256, 512, 1024, 2048]
     analytic, _ = fit_exponent(ns, [cost(op, n, **_op_kwargs(n, 64)).peak_memory for n in ns])
@@ -62,6 +62,27 @@ def test_analytic_memory_curve_goes_through_middle_point_with_model_shape(wide_s
         np.testing.assert_allclose(np.array(line.y) / line.y[mid], model / model[mid], rtol=1e-12, err_msg=op)
 
 
+def test_every_op_has_its_own_colour_on_every_trace(wide_sweep):
+    """Ten ops, ten colours (lsh_attention's comes after the shared nine-colour palette); each op's measured,
+    memory and analytic traces -- live and shipped -- are drawn in its colour."""
+    assert list(COLOURS) == list(OPS) and len(set(COLOURS.values())) == len(OPS) == 10
+    seen = set()
+    for trace in wide_sweep.figure.figure.data:
+        op = trace.legendgroup
+        if op in COLOURS:
+            colour = trace.marker.color if trace.mode == "markers" else trace.line.color
+            assert colour == COLOURS[op], (trace.name, colour)
+            seen.add(op)
+    assert set(SWEEP_OPS) <= seen and "lsh_attention" in seen
+
+
+def test_lsh_attention_is_in_the_shipped_sweep_and_the_selectors(wide_sweep):
+    shipped = {m.op for m in wide_sweep.shipped}
+    assert "lsh_attention" in shipped and "lsh_attention (shipped)" in {t.name for t in wide_sweep.figure.figure.data}
+    assert "lsh_attention" in wide_sweep.ops.options and "lsh_attention" in wide_sweep.calc_op.options
+    assert "lsh_attention" in wide_sweep.shipped_exponents  # fitted like the others
+
+
 def test_guard_refuses_huge_sizes_without_running():
     app = CostScalingApp(ops=("attention_math",), min_log2=15, max_log2=16)
     app.run_button.click()
@@ -76,6 +97,18 @@ def test_calculator(app):
     app.calc_op.value = "attention_fused"
     app.calc_button.click()
     assert "cost-fits" in app.calc_result.value
+
+
+def test_calculator_lsh_attention(app):
+    """LSH attention at n = 65 536 (defaults: 8 buckets, 2 rounds, chunks of 64) fits where the n x n map does not;
+    the message shows the analytic model's peak and FLOPs."""
+    from explorer.guard import human_bytes
+
+    app.calc_op.value, app.calc_n.value = "lsh_attention", 65_536
+    app.calc_button.click()
+    need = cost("lsh_attention", 65_536, **_op_kwargs(65_536, app.d.value))
+    assert "cost-fits" in app.calc_result.value
+    assert human_bytes(need.peak_memory) in app.calc_result.value and f"{need.flops:.3g}" in app.calc_result.value
 
 
 def test_empty_selection_message(app):
