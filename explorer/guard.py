@@ -13,9 +13,9 @@ every slider move::
 
 from __future__ import annotations
 
-import math
 import os
 
+from explorer._checks import check_int, check_real
 from explorer.analysis.cost import Cost, cost
 
 __all__ = ["RequestRefused", "memory_budget", "check", "human_bytes", "ENV_BUDGET"]
@@ -41,10 +41,7 @@ def human_bytes(x: float) -> str:
         ``"512 B"`` below 1000, otherwise one decimal and ``kB``/``MB``/``GB``/``TB``/``PB``
         (``17179869184 -> "17.2 GB"``).
     """
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise TypeError(f"x must be a number, got {type(x).__name__}")
-    if not math.isfinite(x) or x < 0:
-        raise ValueError(f"x must be finite and non-negative, got {x}")
+    x = check_real("x", x, 0, finite=True, note="bytes")
     if x < 1000:
         return f"{int(round(x))} B"
     for unit in ("kB", "MB", "GB", "TB"):
@@ -79,10 +76,7 @@ def memory_budget(fraction: float = 0.5) -> int:
     Returns:
         The budget in bytes.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise TypeError(f"fraction must be a number, got {type(fraction).__name__}")
-    if not (0 < fraction <= 1):
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    check_real("fraction", fraction, 0, 1, low_open=True, note="a share of the available RAM")
     env = os.environ.get(ENV_BUDGET)
     if env is not None:
         try:
@@ -112,10 +106,8 @@ def check(op: str, n: int, budget: int | None = None, **kwargs: object) -> Cost:
     """
     if budget is None:
         budget = memory_budget()
-    elif isinstance(budget, bool) or not isinstance(budget, int):
-        raise TypeError(f"budget must be an int number of bytes, got {type(budget).__name__}")
-    elif budget <= 0:
-        raise ValueError(f"budget must be positive, got {budget}")
+    else:
+        check_int("budget", budget, 1, note="bytes")
     estimate = cost(op, n, **kwargs)
     if estimate.peak_memory > budget:
         alternative = _ALTERNATIVES.get(op)

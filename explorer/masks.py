@@ -24,17 +24,25 @@ attention layer and a convolution of the same width have the same receptive fiel
 ``window`` keys ``dilation`` apart (``offset = dilation * m`` for the same range of ``m``), as in Longformer's
 dilated sliding window (Beltagy et al. 2020, https://arxiv.org/abs/2004.05150).
 
+The window's offsets are computed in one place, :func:`window_offsets`: the masks here and the fused kernel and its
+reference (through :meth:`Mask.band`) read them from there, and anything else that needs them should call it or ask
+the mask rather than restate them.
+
 Masks are frozen dataclasses: their parameters are fields (``SlidingWindow.window``, ``SlidingWindow.causal``),
-so a fused kernel can read them instead of a dense matrix.
+and each mask answers for itself what a fused kernel needs instead of a dense matrix: :meth:`Mask.band` (the
+allowed offsets ``key - query`` as a :class:`Band`, or None), :meth:`Mask.kernel_band` (the ``(causal, window)``
+that :func:`explorer.kernels.fused_attention` takes, or None) and :attr:`Mask.fused_support`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Union
+from typing import NamedTuple, Union
 
 import torch
+
+from explorer._checks import check_bool, check_callable, check_int, check_positive_int, check_tensor, check_type
 
 __all__ = [
     "Mask",
@@ -52,6 +60,8 @@ __all__ = [
     "dilated_window",
     "block_sparse",
     "from_callable",
+    "Band",
+    "window_offsets",
     "band_of",
     "LSHBuckets",
     "lsh_hash",
@@ -63,18 +73,39 @@ Index = Union[int, torch.Tensor]
 """A position: a Python int or an integer tensor (broadcasting against the other index)."""
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value}")
-    return value
+class Band(NamedTuple):
+    """The keys a query may attend to, as offsets ``key - query``: ``low <= offset <= high`` and
+    ``offset % step == 0``, clipped to the keys that exist. ``None`` is unbounded on that side.
+
+    ``full()`` is ``Band(None, None)``, ``causal()`` ``Band(None, 0)``, ``sliding_window(4, causal=True)``
+    ``Band(-3, 0)``, ``dilated_window(3, 2)`` ``Band(-2, 2, 2)``.
+    """
+
+    low: int | None  # smallest offset key - query, None = no limit to the left
+    high: int | None  # largest offset key - query, None = no limit to the right
+    step: int = 1  # only offsets that are multiples of step (a dilated window's dilation)
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
+def window_offsets(window: int, causal: bool) -> tuple[int, int]:
+    """``(low, high)``: the smallest and largest offset ``key - query`` of a window of ``window`` keys.
+
+    The one definition of a window (see the module docstring): ``causal=True`` gives ``(-(window - 1), 0)``, the
+    query and the ``window - 1`` keys before it; ``causal=False`` gives ``(-((window - 1) // 2), window // 2)``,
+    centred, an even window holding one more key after the query than before it. Either way
+    ``high - low + 1 == window``.
+
+    Args:
+        window: number of keys (>= 1).
+        causal: whether the window ends at the query.
+
+    Returns:
+        ``(low, high)``, ints with ``low <= 0 <= high``.
+    """
+    check_positive_int("window", window)
+    check_bool("causal", causal)
+    if causal:
+        return -(window - 1), 0
+    return -((window - 1) // 2), window // 2
 
 
 def _constant(query: Index, key: Index, value: bool) -> Index:
@@ -101,6 +132,35 @@ class Mask:
 
     _factory = "Mask"
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # A band is a promise about __call__: every class answers for its own rule. A subclass that does not define
+        # band / kernel_band itself (it may have changed __call__) has none, as if it were any other mask.
+        super().__init_subclass__(**kwargs)
+        for name in ("band", "kernel_band"):
+            if name not in cls.__dict__:
+                setattr(cls, name, getattr(Mask, name))
+
+    def band(self) -> Band | None:
+        """The allowed offsets ``key - query`` when they do not depend on where the query is, else None.
+
+        None for masks whose rule is not a band of offsets (block-sparse, LSH, callables, ``&`` / ``|``).
+        """
+        return None
+
+    def kernel_band(self) -> tuple[bool, int | None] | None:
+        """``(causal, window)`` -- the arguments of :func:`explorer.kernels.fused_attention` that express this
+        mask -- or None when the fused kernel cannot run it.
+
+        ``full()`` gives ``(False, None)``, ``causal()`` ``(True, None)``, ``sliding_window(w, causal=c)``
+        ``(c, w)``; every other mask (subclasses of these included, see ``__init_subclass__``) None.
+        """
+        return None
+
+    @property
+    def fused_support(self) -> bool:
+        """True when the fused Triton kernel can run this mask (read from its fields, no dense matrix)."""
+        return self.kernel_band() is not None
+
     def __call__(self, query: Index, key: Index) -> Index:
         """True where ``query`` may attend to ``key``.
 
@@ -124,8 +184,8 @@ class Mask:
         Returns:
             BoolTensor ``[query, key]``, True where the query may attend to the key.
         """
-        _check_positive_int("n_query", n_query)
-        _check_positive_int("n_key", n_key)
+        check_positive_int("n_query", n_query)
+        check_positive_int("n_key", n_key)
         query = torch.arange(n_query, device=device)[:, None]  # (query, 1)
         key = torch.arange(n_key, device=device)[None, :]  # (1, key)
         allowed = self(query, key)
@@ -159,6 +219,12 @@ class Full(Mask):
     def __call__(self, query: Index, key: Index) -> Index:
         return _constant(query, key, True)
 
+    def band(self) -> Band:
+        return Band(None, None)
+
+    def kernel_band(self) -> tuple[bool, int | None]:
+        return False, None
+
 
 @dataclass(frozen=True, repr=False)
 class Causal(Mask):
@@ -168,6 +234,12 @@ class Causal(Mask):
 
     def __call__(self, query: Index, key: Index) -> Index:
         return key <= query
+
+    def band(self) -> Band:
+        return Band(None, 0)
+
+    def kernel_band(self) -> tuple[bool, int | None]:
+        return True, None
 
 
 @dataclass(frozen=True, repr=False)
@@ -179,14 +251,16 @@ class SlidingWindow(Mask):
     _factory = "sliding_window"
 
     def __post_init__(self) -> None:
-        _check_positive_int("window", self.window)
-        _check_bool("causal", self.causal)
+        window_offsets(self.window, self.causal)  # checks both
 
     def __call__(self, query: Index, key: Index) -> Index:
-        offset = key - query
-        if self.causal:
-            return _in_range(offset, -(self.window - 1), 0)
-        return _in_range(offset, -((self.window - 1) // 2), self.window // 2)
+        return _in_range(key - query, *window_offsets(self.window, self.causal))
+
+    def band(self) -> Band:
+        return Band(*window_offsets(self.window, self.causal))
+
+    def kernel_band(self) -> tuple[bool, int | None]:
+        return self.causal, self.window
 
 
 @dataclass(frozen=True, repr=False)
@@ -199,18 +273,19 @@ class DilatedWindow(Mask):
     _factory = "dilated_window"
 
     def __post_init__(self) -> None:
-        _check_positive_int("window", self.window)
-        _check_positive_int("dilation", self.dilation)
-        _check_bool("causal", self.causal)
+        check_positive_int("window", self.window)
+        check_positive_int("dilation", self.dilation)
+        check_bool("causal", self.causal)
 
     def __call__(self, query: Index, key: Index) -> Index:
         offset = key - query
         step = offset // self.dilation  # exact where offset % dilation == 0
-        if self.causal:
-            in_window = _in_range(step, -(self.window - 1), 0)
-        else:
-            in_window = _in_range(step, -((self.window - 1) // 2), self.window // 2)
+        in_window = _in_range(step, *window_offsets(self.window, self.causal))
         return (offset % self.dilation == 0) & in_window
+
+    def band(self) -> Band:
+        low, high = window_offsets(self.window, self.causal)
+        return Band(low * self.dilation, high * self.dilation, self.dilation)
 
 
 @dataclass(frozen=True, repr=False)
@@ -227,14 +302,10 @@ class BlockSparse(Mask):
     _factory = "block_sparse"
 
     def __post_init__(self) -> None:
-        _check_positive_int("block_size", self.block_size)
-        if not isinstance(self.global_tokens, tuple):
-            raise TypeError(f"global_tokens must be a tuple of int, got {type(self.global_tokens).__name__}")
-        for token in self.global_tokens:
-            if isinstance(token, bool) or not isinstance(token, int):
-                raise TypeError(f"global_tokens must be a tuple of int, got an item {token!r}")
-            if token < 0:
-                raise ValueError(f"global_tokens must be positions >= 0, got {token}")
+        check_positive_int("block_size", self.block_size)
+        check_type("global_tokens", self.global_tokens, tuple, "a tuple of positions (ints >= 0)")
+        for i, token in enumerate(self.global_tokens):
+            check_int(f"global_tokens[{i}]", token, 0, note="a position")
 
     def __call__(self, query: Index, key: Index) -> Index:
         allowed = query // self.block_size == key // self.block_size
@@ -251,8 +322,7 @@ class FromCallable(Mask):
     _factory = "from_callable"
 
     def __post_init__(self) -> None:
-        if not callable(self.fn):
-            raise TypeError(f"fn must be callable, got {type(self.fn).__name__}")
+        check_callable("fn", self.fn)
 
     def __call__(self, query: Index, key: Index) -> Index:
         return self.fn(query, key)
@@ -372,15 +442,12 @@ def lsh_hash(vectors: torch.Tensor, n_buckets: int, n_rounds: int = 1, seed: int
     Returns:
         LongTensor ``[n_rounds, ..., token]`` of buckets in ``[0, n_buckets)``.
     """
-    if not isinstance(vectors, torch.Tensor) or not vectors.is_floating_point() or vectors.ndim < 2:
-        raise TypeError(f"vectors must be a float tensor [..., token, dim], got "
-                        f"{getattr(vectors, 'dtype', type(vectors).__name__)}")
-    n_buckets = _check_positive_int("n_buckets", n_buckets)
+    check_tensor("vectors", vectors, "[..., token, dim]", dtype="float", min_ndim=2)
+    n_buckets = check_positive_int("n_buckets", n_buckets)
     if n_buckets % 2:
         raise ValueError(f"n_buckets must be even (a rotation and its negation), got {n_buckets}")
-    n_rounds = _check_positive_int("n_rounds", n_rounds)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    n_rounds = check_positive_int("n_rounds", n_rounds)
+    check_int("seed", seed, 0)
     generator = torch.Generator().manual_seed(seed)
     rotations = torch.randn(n_rounds, vectors.shape[-1], n_buckets // 2, generator=generator,
                             dtype=torch.float64).to(device=vectors.device, dtype=vectors.dtype)  # (round, dim, b/2)
@@ -402,10 +469,7 @@ class LSHBuckets(Mask):
 
     def __post_init__(self) -> None:
         for name in ("query_buckets", "key_buckets"):
-            value = getattr(self, name)
-            if not isinstance(value, torch.Tensor) or value.dtype != torch.int64 or value.ndim != 2:
-                raise TypeError(f"{name} must be a LongTensor [round, token], got "
-                                f"{getattr(value, 'dtype', type(value).__name__)}")
+            check_tensor(name, getattr(self, name), "[round, token]", dtype=torch.int64, ndim=2)
         if self.query_buckets.shape[0] != self.key_buckets.shape[0]:
             raise ValueError(f"query_buckets and key_buckets must have the same rounds, got "
                              f"{self.query_buckets.shape[0]} and {self.key_buckets.shape[0]}")
@@ -423,9 +487,7 @@ class LSHBuckets(Mask):
 def lsh(queries: torch.Tensor, keys: torch.Tensor, n_buckets: int, n_rounds: int = 1, seed: int = 0) -> LSHBuckets:
     """The LSH mask of one sequence: ``queries`` ``[token, dim]`` and ``keys`` ``[token, dim]`` hashed alike."""
     for name, value in (("queries", queries), ("keys", keys)):
-        if not isinstance(value, torch.Tensor) or value.ndim != 2 or not value.is_floating_point():
-            raise ValueError(f"{name} must be a float tensor [token, dim], got "
-                             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+        check_tensor(name, value, "[token, dim]", dtype="float", ndim=2)
     if queries.shape[1] != keys.shape[1]:
         raise ValueError(f"queries and keys must have the same dim, got {queries.shape[1]} and {keys.shape[1]}")
     return LSHBuckets(lsh_hash(queries, n_buckets, n_rounds, seed), lsh_hash(keys, n_buckets, n_rounds, seed))
@@ -438,7 +500,7 @@ def lsh_recall(queries: torch.Tensor, keys: torch.Tensor, n_buckets: int, n_roun
     Returns:
         A float in [0, 1]: 1 means LSH attention sees every key full attention weights most.
     """
-    top_k = _check_positive_int("top_k", top_k)
+    top_k = check_positive_int("top_k", top_k)
     mask = lsh(queries, keys, n_buckets, n_rounds, seed)
     if top_k > keys.shape[0]:
         raise ValueError(f"top_k must be <= the number of keys ({keys.shape[0]}), got {top_k}")
@@ -447,18 +509,14 @@ def lsh_recall(queries: torch.Tensor, keys: torch.Tensor, n_buckets: int, n_roun
     return float(allowed.gather(1, best).double().mean())
 
 
-def band_of(mask: Mask | None) -> tuple[bool, int | None] | None:
-    """``(causal, window)`` for a mask a fused kernel can read from its fields, or None if it cannot.
+def band_of(mask: object) -> tuple[bool, int | None] | None:
+    """``(causal, window)`` for a mask the fused kernel can run, or None: :meth:`Mask.kernel_band`, for any value.
 
-    The fused attention of :mod:`explorer.kernels` takes no dense matrix, only a causal flag and a sliding window
-    (this module's convention). ``None`` and :class:`Full` give ``(False, None)``, :class:`Causal`
-    ``(True, None)``, :class:`SlidingWindow` ``(causal, window)``; every other mask gives None. Exact type checks:
-    a subclass may change ``__call__``, so only the classes themselves qualify.
+    ``None`` (no mask) gives ``(False, None)``; a :class:`Mask` answers for itself (``mask.kernel_band()``); anything
+    else (a dense BoolTensor) gives None. For callers that hold "a mask or None or a tensor".
     """
-    if mask is None or type(mask) is Full:
+    if mask is None:
         return False, None
-    if type(mask) is Causal:
-        return True, None
-    if type(mask) is SlidingWindow:
-        return mask.causal, mask.window
-    return None
+    if not isinstance(mask, Mask):
+        return None
+    return mask.kernel_band()

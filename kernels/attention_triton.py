@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .reference import AttentionResult, AttentionStats
+from .reference import AttentionResult, AttentionStats, band_offsets
 
 __all__ = ["triton_attention", "launch_config"]
 
@@ -300,19 +300,7 @@ def _bwd_dq_kernel(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Wrappers: (1) derive the band, (2) allocate, (3) launch
-
-
-def _band(n_q: int, n_k: int, causal: bool, window: int | None) -> tuple[int, int, bool]:
-    """Allowed offsets ``lo <= j - i <= hi`` and whether there is a band at all (:mod:`explorer.masks` rules)."""
-    far = n_q + n_k  # beyond any offset: no constraint
-    if window is not None:
-        if causal:
-            return -(window - 1), 0, True
-        return -((window - 1) // 2), window // 2, True
-    if causal:
-        return -far, 0, True
-    return -far, far, False
+# Wrappers: (1) derive the band (reference.band_offsets: the mask's own offsets), (2) allocate, (3) launch
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -329,7 +317,7 @@ def _pad_arg(q: Tensor, key_padding_mask: Tensor | None) -> tuple[Tensor, int]:
 def _forward(q, k, v, pad, causal, window, scale, return_stats, n_buckets):
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
-    lo_off, hi_off, has_band = _band(n_q, n_k, causal, window)
+    lo_off, hi_off, has_band = band_offsets(n_q, n_k, causal, window)
     cfg = launch_config(d, q.dtype, q.is_cuda, "fwd")
     out = torch.empty_like(q)  # [B, H, Nq, D]
     lse = torch.empty((b, h, n_q), dtype=torch.float32, device=q.device)
@@ -364,7 +352,7 @@ def _forward(q, k, v, pad, causal, window, scale, return_stats, n_buckets):
 def _backward(q, k, v, pad, out, lse, dout, causal, window, scale):
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
-    lo_off, hi_off, has_band = _band(n_q, n_k, causal, window)
+    lo_off, hi_off, has_band = band_offsets(n_q, n_k, causal, window)
     cfg = launch_config(d, q.dtype, q.is_cuda, "bwd")
     delta = (dout.float() * out.float()).sum(-1).contiguous()  # D_i = rowsum(dO ∘ O), [B, H, Nq]
     dq = torch.empty_like(q)

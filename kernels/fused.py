@@ -14,7 +14,9 @@ import sys
 import torch
 from torch import Tensor
 
-from .reference import AttentionResult, attention_reference, check_inputs, check_return_stats
+from explorer._checks import check_bool, check_choice
+
+from .reference import AttentionResult, attention_reference, check_inputs
 
 __all__ = ["fused_attention", "triton_available", "TRITON_HEAD_DIMS"]
 
@@ -124,10 +126,9 @@ def fused_attention(
         ValueError / TypeError: bad arguments, naming the argument; RuntimeError: ``backend="triton"`` where the
         kernel cannot run.
     """
-    if not isinstance(backend, str) or backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    check_choice("backend", backend, _BACKENDS)
     scale = check_inputs(q, k, v, causal, window, key_padding_mask, scale, n_buckets)
-    check_return_stats(return_stats)
+    check_bool("return_stats", return_stats)
     kwargs = dict(causal=causal, window=window, key_padding_mask=key_padding_mask, scale=scale, n_buckets=n_buckets)
     if backend == "reference":
         return attention_reference(q, k, v, return_stats=return_stats, **kwargs)

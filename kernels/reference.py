@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from explorer import masks
+from explorer._checks import check_bool, check_int, check_real, check_tensor
 
 __all__ = [
     "AttentionStats",
@@ -60,11 +61,7 @@ class AttentionResult(NamedTuple):
 
 
 def _check_n_buckets(n_buckets: object) -> int:
-    if isinstance(n_buckets, bool) or not isinstance(n_buckets, int):
-        raise TypeError(f"n_buckets must be an int in [{MIN_BUCKETS}, {MAX_BUCKETS}], got {n_buckets!r}")
-    if not MIN_BUCKETS <= n_buckets <= MAX_BUCKETS:
-        raise ValueError(f"n_buckets must be in [{MIN_BUCKETS}, {MAX_BUCKETS}], got {n_buckets}")
-    return n_buckets
+    return check_int("n_buckets", n_buckets, MIN_BUCKETS, MAX_BUCKETS)
 
 
 def distance_buckets(n_buckets: int) -> list[tuple[int, int | None]]:
@@ -96,6 +93,7 @@ def bucket_index(distance: Tensor, n_buckets: int) -> Tensor:
 # Argument checks (shared with the fused path)
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_QKV = "[batch, head, seq, channel]"
 
 
 def check_inputs(
@@ -110,14 +108,10 @@ def check_inputs(
 ) -> float:
     """Validate the arguments of an attention call; return the scale to use (default ``1/sqrt(D)``)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor [batch, head, seq, channel], got {type(t).__name__}")
+        check_tensor(name, t, _QKV, dtype=_DTYPES)
         if t.dim() != 4:
-            raise ValueError(f"{name} must be 4-D [batch, head, seq, channel], got shape {tuple(t.shape)}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
-        if min(t.shape) < 1:
-            raise ValueError(f"{name} must have no empty dimension, got shape {tuple(t.shape)}")
+            raise ValueError(f"{name} must be 4-D {_QKV}, got shape {tuple(t.shape)}")
+        check_tensor(name, t, _QKV, nonempty=True)
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
@@ -130,23 +124,13 @@ def check_inputs(
             f"k must be [batch={b}, head={h}, key, channel={d}] to match q {tuple(q.shape)}, got {tuple(k.shape)}"
         )
     n_k = k.shape[2]
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
+    check_bool("causal", causal)
     if causal and n_q != n_k:
         raise ValueError(f"causal=True needs as many queries as keys, got Nq={n_q}, Nk={n_k}")
-    if window is not None:
-        if isinstance(window, bool) or not isinstance(window, int):
-            raise TypeError(f"window must be None or an int >= 1, got {type(window).__name__} {window!r}")
-        if window < 1:
-            raise ValueError(f"window must be None or an int >= 1, got {window}")
-        if n_q != n_k:
-            raise ValueError(f"window needs as many queries as keys, got Nq={n_q}, Nk={n_k}")
+    if check_int("window", window, 1, optional=True) is not None and n_q != n_k:
+        raise ValueError(f"window needs as many queries as keys, got Nq={n_q}, Nk={n_k}")
     if key_padding_mask is not None:
-        if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
-            raise TypeError(
-                "key_padding_mask must be a BoolTensor [batch, key] (True = padding), got "
-                f"{getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}"
-            )
+        check_tensor("key_padding_mask", key_padding_mask, "[batch, key] (True = padding)", dtype=torch.bool)
         if tuple(key_padding_mask.shape) != (b, n_k):
             raise ValueError(
                 f"key_padding_mask must have shape [batch={b}, key={n_k}], got {tuple(key_padding_mask.shape)}"
@@ -154,26 +138,29 @@ def check_inputs(
         if key_padding_mask.device != q.device:
             raise ValueError(f"key_padding_mask must be on {q.device}, got {key_padding_mask.device}")
     _check_n_buckets(n_buckets)
-    if scale is None:
-        return 1.0 / math.sqrt(d)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be None or a positive float, got {type(scale).__name__} {scale!r}")
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be None or a positive finite float, got {scale}")
-    return float(scale)
-
-
-def check_return_stats(return_stats: object) -> bool:
-    if not isinstance(return_stats, bool):
-        raise TypeError(f"return_stats must be a bool, got {type(return_stats).__name__} {return_stats!r}")
-    return return_stats
+    scale = check_real("scale", scale, 0, low_open=True, finite=True, optional=True)
+    return 1.0 / math.sqrt(d) if scale is None else scale
 
 
 def _mask_of(causal: bool, window: int | None) -> masks.Mask:
-    """The position mask as an :mod:`explorer.masks` callable (padding is handled separately)."""
+    """The position mask as an :mod:`explorer.masks` callable (padding is handled separately): the one reading of
+    ``(causal, window)``, shared with the Triton wrapper's band (:func:`band_offsets`)."""
     if window is not None:
         return masks.sliding_window(window, causal=causal)  # the causal window already has offset <= 0
     return masks.causal() if causal else masks.full()
+
+
+def band_offsets(n_q: int, n_k: int, causal: bool, window: int | None) -> tuple[int, int, bool]:
+    """``(lo, hi, has_band)``: the allowed offsets ``lo <= key - query <= hi`` of ``(causal, window)`` as the fused
+    kernel takes them (``±(n_q + n_k)``, beyond any offset, for an unbounded side), and whether any side is bounded.
+
+    Read from the mask's own :meth:`~explorer.masks.Mask.band`, so kernel, reference and mask cannot drift apart.
+    """
+    band = _mask_of(causal, window).band()
+    far = n_q + n_k  # beyond any offset: no constraint
+    lo = -far if band.low is None else band.low
+    hi = far if band.high is None else band.high
+    return lo, hi, band.low is not None or band.high is not None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -261,7 +248,7 @@ def attention_reference(
         :class:`AttentionResult` ``(out, lse, stats)``; ``stats`` is None unless ``return_stats``.
     """
     scale = check_inputs(q, k, v, causal, window, key_padding_mask, scale, n_buckets)
-    check_return_stats(return_stats)
+    check_bool("return_stats", return_stats)
     return _attend(q, k, v, 0, _mask_of(causal, window), key_padding_mask, scale, return_stats, n_buckets)
 
 
@@ -289,10 +276,7 @@ def attention_stats_chunked(
         :class:`AttentionResult` with ``stats`` always set.
     """
     scale = check_inputs(q, k, v, causal, window, key_padding_mask, scale, n_buckets)
-    if isinstance(chunk, bool) or not isinstance(chunk, int):
-        raise TypeError(f"chunk must be an int >= 1, got {type(chunk).__name__} {chunk!r}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be an int >= 1, got {chunk}")
+    check_int("chunk", chunk, 1)
     mask = _mask_of(causal, window)
     parts = []
     with torch.no_grad():

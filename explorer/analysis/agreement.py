@@ -89,6 +89,7 @@ import numpy as np
 import torch
 
 import explorer
+from explorer._checks import check_choice, check_int, check_real, check_type
 
 __all__ = [
     "MEASURES", "IG_STEPS", "DEFAULT_N", "VIT_K", "MINILM_K", "VIT_GRAY", "MODELS", "ModelMaps",
@@ -204,14 +205,6 @@ def kendall(a: object, b: object) -> float:
     return float(np.clip(float(sx @ sy) / math.sqrt(untied_x * untied_y), -1.0, 1.0))
 
 
-def _check_k(k: object, n: int, where: str = "") -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an int in [1, {n}], got {type(k).__name__} {k!r}")
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, {n}] (the number of ranked units{where}), got {k}")
-    return int(k)
-
-
 def _top_k_weights(x: np.ndarray, k: int) -> np.ndarray:
     """Probability of each unit to be in the top ``k`` when ties at the ``k``-th place are broken at random."""
     kth = np.sort(x)[::-1][k - 1]
@@ -237,7 +230,7 @@ def top_k_overlap(a: object, b: object, k: int) -> float:
         A float in ``[0, 1]``.
     """
     x, y = _pair(a, b, minimum=1)
-    k = _check_k(k, x.size)
+    k = check_int("k", k, 1, x.size, integral=True, note="the number of ranked units")
     return float(_top_k_weights(x, k) @ _top_k_weights(y, k)) / k
 
 
@@ -245,7 +238,7 @@ def random_top_k(n: int, k: int) -> float:
     """Expected top-``k`` overlap of two independent uniformly random rankings of ``n`` units: ``k / n``."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
-    return _check_k(k, int(n)) / int(n)
+    return check_int("k", k, 1, int(n), integral=True, note="the number of ranked units") / int(n)
 
 
 # --- intervals ----------------------------------------------------------------------------------------------------
@@ -419,7 +412,8 @@ def agreement(maps: object, reference: object, k: int, keep: object = None) -> d
     a, b = _batch(maps, reference, keep)
     sizes = [int(x.size) for x in a]
     smallest = min(sizes)
-    k = _check_k(k, smallest, f" of the smallest input, {sizes.index(smallest)}")
+    k = check_int("k", k, 1, smallest, integral=True,
+                  note=f"the number of ranked units of the smallest input, {sizes.index(smallest)}")
     rho = [spearman(x, y) for x, y in zip(a, b)]
     tau = [kendall(x, y) for x, y in zip(a, b)]
     top = [top_k_overlap(x, y, k) for x, y in zip(a, b)]
@@ -513,14 +507,6 @@ class ModelMaps:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _check_steps(steps: object) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(f"steps must be an int >= 1 (integration points), got {type(steps).__name__} {steps!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be an int >= 1 (integration points), got {steps}")
-    return int(steps)
-
-
 def _rows_of(tensor: torch.Tensor) -> list[np.ndarray]:
     return [row for row in tensor.detach().cpu().to(torch.float64).numpy()]
 
@@ -557,13 +543,11 @@ def vit_maps(model: torch.nn.Module, images: torch.Tensor, steps: int = IG_STEPS
     from explorer.hooks import record
     from explorer.models.vision import SmallViT
 
-    if not isinstance(model, SmallViT):
-        raise TypeError(f"model must be a SmallViT (explorer.models.vision), got {type(model).__name__}")
+    check_type("model", model, SmallViT, "a SmallViT (explorer.models.vision)")
     if model.config.pooling != "cls":
         raise ValueError("model must read out a [CLS] token (pooling='cls'): the maps are read at its row")
-    steps = _check_steps(steps)
-    if isinstance(gray, bool) or not isinstance(gray, numbers.Real):
-        raise TypeError(f"gray must be a number (the second baseline's pixel value), got {type(gray).__name__}")
+    steps = check_int("steps", steps, 1, integral=True, note="integration points")
+    check_real("gray", gray, note="the second baseline's pixel value")
     x = _check_images(model, images)  # (batch, channel, H, W) in the model's dtype
     patch, depth = model.config.patch, model.config.depth
     seconds: dict[str, float] = {}
@@ -651,20 +635,19 @@ class PairSimilarity:
 
     def baseline(self, kind: str) -> torch.Tensor:
         """``"pad"``: non-special tokens' word embeddings replaced by ``[PAD]``'s; ``"zero"``: by zeros."""
+        check_choice("kind", kind, ("pad", "zero"))
         base = self.word.clone()
         if kind == "pad":
             base[0, ~self.special] = self.model.embeddings.word_embeddings.weight[self.tokenizer.pad_id].detach()
-        elif kind == "zero":
+        else:  # "zero"
             base[0, ~self.special] = 0.0
-        else:
-            raise ValueError(f"kind must be 'pad' or 'zero', got {kind!r}")
         return base
 
     def integrated_gradients(self, kind: str, steps: int = IG_STEPS["minilm"]) -> tuple[torch.Tensor, float]:
         """captum IG of the similarity w.r.t. the word embeddings: ``(attributions [token, embed], delta)``."""
         from captum.attr import IntegratedGradients
 
-        steps = _check_steps(steps)
+        steps = check_int("steps", steps, 1, integral=True, note="integration points")
         attributions, delta = IntegratedGradients(self).attribute(
             self.word, baselines=self.baseline(kind), n_steps=steps, method=IG_METHOD,
             internal_batch_size=steps, return_convergence_delta=True)
@@ -725,7 +708,7 @@ def minilm_maps(pairs: Sequence[Any], pretrained: Any = None, steps: int = IG_ST
     from explorer.models import load_pretrained
 
     checked = _check_pairs(pairs)
-    steps = _check_steps(steps)
+    steps = check_int("steps", steps, 1, integral=True, note="integration points")
     if pretrained is None:
         pretrained = load_pretrained()
     depth = pretrained.config.num_hidden_layers
@@ -934,7 +917,11 @@ def run(out: str | Path | None = None, n: int = DEFAULT_N, steps: int | None = N
     """
     if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= 450:
         raise ValueError(f"n must be an int in [2, 450] (inputs per model), got {n!r}")
-    per_model = dict(IG_STEPS) if steps is None else {name: _check_steps(steps) for name in MODELS}
+    if steps is None:
+        per_model = dict(IG_STEPS)
+    else:
+        steps = check_int("steps", steps, 1, integral=True, note="integration points")
+        per_model = {name: steps for name in MODELS}
     if isinstance(models, str) or not models or any(m not in MODELS for m in models):
         raise ValueError(f"models must be a non-empty list from {MODELS}, got {models!r}")
     folder = default_agreement_dir() if out is None else Path(out)
@@ -1188,8 +1175,8 @@ def load_agreement(folder: str | Path | None = None) -> dict[str, Any]:
         FileNotFoundError: no file (the message names the command that writes it).
         ValueError: not a result of this module (format or keys).
     """
-    if folder is not None and not isinstance(folder, (str, Path)):
-        raise TypeError(f"folder must be a str, a Path or None, got {type(folder).__name__}")
+    if folder is not None:
+        check_type("folder", folder, (str, Path), "a str, a Path or None")
     path = (default_agreement_dir() if folder is None else Path(folder)) / JSON_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; write it with `{COMMAND} --out {path.parent}`")

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
+from explorer._checks import check_bool, check_choice, check_int, check_real, check_tensor, check_type
 from explorer.hooks import Trace
 
 __all__ = [
@@ -60,24 +60,9 @@ HEAD_FUSIONS = ("mean", "max", "min")
 # --- validation ---------------------------------------------------------------------------------------------------
 
 
-def _check_tensor(name: str, tensor: object, min_ndim: int, dims: str) -> torch.Tensor:
-    """``tensor`` if it is a floating tensor with at least ``min_ndim`` dims, none of the last ``min_ndim`` empty."""
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor {dims}, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
-    if tensor.ndim < min_ndim:
-        raise ValueError(
-            f"{name} must have shape {dims} (at least {min_ndim} dims), got {tensor.ndim} dims: {tuple(tensor.shape)}"
-        )
-    if any(s == 0 for s in tensor.shape[tensor.ndim - min_ndim:]):
-        raise ValueError(f"{name} must have shape {dims} with no empty dimension, got {tuple(tensor.shape)}")
-    return tensor
-
-
 def _check_pattern(name: str, pattern: object, min_ndim: int, dims: str) -> torch.Tensor:
     """A validated attention pattern (rows sum to 1 or are all zero), promoted to at least float32, clamped >= 0."""
-    pattern = _check_tensor(name, pattern, min_ndim, dims)
+    pattern = check_tensor(name, pattern, dims, dtype="float", min_ndim=min_ndim, nonempty=True)
     if pattern.dtype in (torch.float16, torch.bfloat16):
         pattern = pattern.float()
     with torch.no_grad():
@@ -105,11 +90,7 @@ def _check_square(name: str, pattern: torch.Tensor) -> int:
 
 
 def _check_bool_vector(name: str, mask: object, length: int, axis: str, device: torch.device) -> torch.Tensor:
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        got = f"dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise TypeError(f"{name} must be a BoolTensor [{axis}], got {got}")
-    if mask.ndim != 1:
-        raise ValueError(f"{name} must be 1-D [{axis}], got shape {tuple(mask.shape)}")
+    check_tensor(name, mask, f"[{axis}]", dtype=torch.bool, ndim=1)
     if mask.shape[0] != length:
         raise ValueError(f"{name} has length {mask.shape[0]} but the pattern has {length} {axis} positions")
     return mask.to(device)
@@ -130,9 +111,8 @@ def _distances(n: int, positions: object, keep: torch.Tensor | None, device: tor
     if positions is None:
         points = torch.arange(n, device=device, dtype=torch.float64)[:, None]  # (token, 1)
     else:
-        if not isinstance(positions, torch.Tensor):
-            raise TypeError(f"positions must be a torch.Tensor [token, dim], got {type(positions).__name__}")
-        if positions.ndim != 2 or positions.shape[1] == 0:
+        check_tensor("positions", positions, "[token, dim]", ndim=2)
+        if positions.shape[1] == 0:
             raise ValueError(f"positions must have shape [token, dim] (2 dims), got {tuple(positions.shape)}")
         if positions.shape[0] != n:
             raise ValueError(f"positions has {positions.shape[0]} rows but the pattern has {n} tokens")
@@ -189,11 +169,8 @@ def stack_patterns(trace: Trace | Mapping[str, torch.Tensor], pattern: str = "*.
     Raises:
         ValueError: if no recorded name matches, a match is not 4-D, or the shapes differ.
     """
-    if not isinstance(trace, (Trace, Mapping)):
-        raise TypeError(f"trace must be an explorer Trace (from explorer.record) or a mapping, "
-                        f"got {type(trace).__name__}")
-    if not isinstance(pattern, str):
-        raise TypeError(f"pattern must be a str (a glob over hook-point names), got {type(pattern).__name__}")
+    check_type("trace", trace, (Trace, Mapping), "an explorer Trace (from explorer.record) or a mapping")
+    check_type("pattern", pattern, str, "a str (a glob over hook-point names)")
     recorded = list(trace.keys())
     names = sorted((n for n in recorded if fnmatch.fnmatchcase(n, pattern)), key=_natural_key)
     if not names:
@@ -247,8 +224,7 @@ def head_entropy(pattern: torch.Tensor, keep: torch.Tensor | None = None, renorm
         Tensor ``[..., head]``.
     """
     pattern = _check_pattern("pattern", pattern, 3, "[..., head, query, key]")
-    if not isinstance(renormalise, bool):
-        raise TypeError(f"renormalise must be a bool, got {type(renormalise).__name__}")
+    check_bool("renormalise", renormalise)
     if keep is not None:
         _check_square("pattern", pattern)
     keep = _check_keep(keep, pattern.shape[-1], pattern.device)
@@ -307,8 +283,10 @@ def local_share(pattern: torch.Tensor, window: int, keep: torch.Tensor | None = 
     """
     pattern = _check_pattern("pattern", pattern, 3, "[..., head, query, key]")
     n = _check_square("pattern", pattern)
-    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 0:
-        raise ValueError(f"window must be an int >= 0, got {window!r}")
+    try:
+        window = check_int("window", window, 0, integral=True)
+    except TypeError as error:  # local_share has always refused a non-int window with a ValueError (tests pin it)
+        raise ValueError(str(error)) from None
     keep = _check_keep(keep, n, pattern.device)
     near = _distances(n, positions, keep, pattern.device, torch.float64) <= window  # (kept, kept)
     rows, valid = _kept_rows(pattern, keep)  # (..., head, kept, kept), (..., head, kept)
@@ -447,13 +425,8 @@ def attention_rollout(patterns: torch.Tensor, head_fusion: str = "mean", residua
     """
     patterns = _check_pattern("patterns", patterns, 4, "[layer, ..., head, query, key]")
     n = _check_square("patterns", patterns)
-    if not isinstance(head_fusion, str) or head_fusion not in HEAD_FUSIONS:
-        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
-    if isinstance(residual, bool) or not isinstance(residual, numbers.Real):
-        raise TypeError(f"residual must be a float in [0, 1], got {type(residual).__name__} {residual!r}")
-    if not 0.0 <= float(residual) <= 1.0:
-        raise ValueError(f"residual must be in [0, 1], got {residual}")
-    residual = float(residual)
+    check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
+    residual = check_real("residual", residual, 0, 1)
 
     if head_fusion == "mean":
         fused = patterns.mean(dim=-3)  # (layer, ..., query, key)
@@ -539,11 +512,8 @@ def downsample_pattern(pattern: torch.Tensor, max_size: int) -> tuple[torch.Tens
     Returns:
         ``(pooled [..., ceil(query / f), ceil(key / f)], f)``.
     """
-    pattern = _check_tensor("pattern", pattern, 2, "[..., query, key]")
-    if isinstance(max_size, bool) or not isinstance(max_size, int):
-        raise TypeError(f"max_size must be an int >= 1, got {type(max_size).__name__} {max_size!r}")
-    if max_size < 1:
-        raise ValueError(f"max_size must be an int >= 1, got {max_size}")
+    pattern = check_tensor("pattern", pattern, "[..., query, key]", dtype="float", min_ndim=2, nonempty=True)
+    check_int("max_size", max_size, 1)
     n_query, n_key = pattern.shape[-2:]
     f = -(-max(n_query, n_key) // max_size)  # ceil
     if f == 1:

@@ -42,6 +42,9 @@ from dataclasses import dataclass
 
 import torch
 
+from explorer._checks import check_choice, check_positive_int, check_type
+from explorer.masks import window_offsets
+
 __all__ = ["OPS", "Cost", "cost", "cost_table", "attention_matrix_bytes"]
 
 OPS = (
@@ -83,17 +86,8 @@ class Cost:
     peak_memory: float  # bytes of activations alive at the peak (inputs + outputs + intermediates), not weights
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
 def _itemsize(dtype: object) -> int:
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__}")
+    check_type("dtype", dtype, torch.dtype, "a torch.dtype")
     return dtype.itemsize  # attribute lookup only: no tensor is allocated
 
 
@@ -109,9 +103,9 @@ def attention_matrix_bytes(n: int, heads: int = 1, batch: int = 1, dtype: torch.
     Returns:
         ``batch * heads * n * n * dtype.itemsize``.
     """
-    _check_positive_int("n", n)
-    _check_positive_int("heads", heads)
-    _check_positive_int("batch", batch)
+    check_positive_int("n", n)
+    check_positive_int("heads", heads)
+    check_positive_int("batch", batch)
     return float(batch * heads * n * n * _itemsize(dtype))
 
 
@@ -127,11 +121,12 @@ def sliding_window_pairs(n: int, window: int) -> int:
 
     Example: ``n = 5, window = 3`` -> ``15 - 1 - 1 = 13`` (rows see 2, 3, 3, 3, 2 keys).
     """
-    _check_positive_int("n", n)
-    _check_positive_int("window", window)
+    check_positive_int("n", n)
+    check_positive_int("window", window)
     if window > n:
         raise ValueError(f"window must be <= n, got window={window} > n={n}")
-    left, right = (window - 1) // 2, window // 2
+    low, high = window_offsets(window, causal=False)  # the one definition of a window: explorer.masks
+    left, right = -low, high
     return n * window - left * (left + 1) // 2 - right * (right + 1) // 2
 
 
@@ -144,8 +139,8 @@ def block_sparse_pairs(n: int, block: int) -> int:
 
     Example: ``n = 10, block = 4`` -> ``2 * 16 + 2^2 = 36``.
     """
-    _check_positive_int("n", n)
-    _check_positive_int("block", block)
+    check_positive_int("n", n)
+    check_positive_int("block", block)
     full, rest = divmod(n, block)
     return full * block * block + rest * rest
 
@@ -256,8 +251,8 @@ def lsh_pairs(n: int, chunk: int) -> int:
     Example: ``n = 10, chunk = 4`` -> ``m = 3`` chunks of 4 (12 slots, 2 padding), ``K = 8``: ``96`` slots.
     ``n = 10, chunk = 16`` -> one chunk of 10: ``100`` (dense).
     """
-    _check_positive_int("n", n)
-    _check_positive_int("chunk", chunk)
+    check_positive_int("n", n)
+    check_positive_int("chunk", chunk)
     c = min(chunk, n)
     m = -(-n // c)
     return m * c * (2 * c if m > 1 else c)
@@ -372,8 +367,7 @@ def cost(
             op that uses ``window``); an odd ``n_buckets > 1``; ``d % heads != 0``.
         TypeError: a size that is not an int, or ``dtype`` that is not a ``torch.dtype``.
     """
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+    check_choice("op", op, OPS)
     for name, value in (
         ("n", n),
         ("d", d),
@@ -386,7 +380,7 @@ def cost(
         ("chunk", chunk),
         ("batch", batch),
     ):
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     if n_buckets > 1 and n_buckets % 2:
         raise ValueError(f"n_buckets must be 1 or even (LSH splits a rotation and its negation), got {n_buckets}")
     s = _itemsize(dtype)

@@ -55,7 +55,6 @@ run the sanity checks there.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +62,8 @@ from itertools import product
 
 import torch
 from torch import nn
+
+from explorer._checks import check_callable, check_choice, check_int, check_int_tuple, check_tensor, check_type
 
 __all__ = [
     "SHIFT_MODES",
@@ -123,30 +124,12 @@ class EquivarianceRow:
 
 
 def _check_images(images: object) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor [batch, channel, height, width], got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor [batch, channel, height, width], "
-                        f"got dtype {images.dtype}")
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape [batch, channel, height, width] (4 dims), "
-                         f"got shape {tuple(images.shape)}")
-    if images.numel() == 0:
-        raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
-    return images
-
-
-def _check_mode(mode: object) -> str:
-    if mode not in SHIFT_MODES:
-        raise ValueError(f"mode must be one of {SHIFT_MODES}, got {mode!r}")
-    return mode  # type: ignore[return-value]
+    return check_tensor("images", images, "[batch, channel, height, width]", dtype="float", ndim=4, nonempty=True)
 
 
 def _check_offset(name: str, value: object, size: int, axis: str, where: str = "") -> int:
     """``value`` as an int with ``|value| < size``; TypeError / ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{where}{name} must be an int (a whole-pixel shift), got {type(value).__name__} {value!r}")
-    value = int(value)
+    value = check_int(f"{where}{name}", value, integral=True, note="a whole-pixel shift")
     if abs(value) >= size:
         raise ValueError(f"{where}{name}={value} is a shift larger than the image: |{name}| must be below the "
                          f"image {axis} {size}")
@@ -170,24 +153,7 @@ def _check_shifts(shifts: object, height: int, width: int) -> list[tuple[int, in
 
 
 def _check_stride(stride: object) -> tuple[int, int]:
-    accepted = "an int >= 1 or a pair of such ints (rows, cols): input pixels per feature cell"
-    items = stride if isinstance(stride, (tuple, list)) else (stride,) * 2
-    if len(items) != 2:
-        raise ValueError(f"stride must be {accepted}, got {stride!r}")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
-            raise TypeError(f"stride must be {accepted}, got {stride!r}")
-        if item < 1:
-            raise ValueError(f"stride must be {accepted}, got {stride!r}")
-    return int(items[0]), int(items[1])
-
-
-def _check_margin(margin: object) -> int:
-    if isinstance(margin, bool) or not isinstance(margin, numbers.Integral):
-        raise TypeError(f"margin must be an int >= 0 (extra feature cells to crop), got {type(margin).__name__}")
-    if margin < 0:
-        raise ValueError(f"margin must be an int >= 0 (extra feature cells to crop), got {margin}")
-    return int(margin)
+    return check_int_tuple("stride", stride, 2, 1, integral=True, note="rows, cols: input pixels per feature cell")
 
 
 def _check_output(name: str, output: object, ndim: int, dims: str, batch: int) -> torch.Tensor:
@@ -236,7 +202,7 @@ def shift_images(images: torch.Tensor, dy: int, dx: int, mode: str = "circular")
         is refused (circularly it would wrap to a smaller one, with zeros it would leave nothing).
     """
     images = _check_images(images)
-    mode = _check_mode(mode)
+    mode = check_choice("mode", mode, SHIFT_MODES)
     height, width = images.shape[-2:]
     dy = _check_offset("dy", dy, height, "height")
     dx = _check_offset("dx", dx, width, "width")
@@ -306,11 +272,11 @@ def equivariance_error(
         One :class:`FeatureShiftError` per shift, in order.
     """
     images = _check_images(images)
-    mode = _check_mode(mode)
+    mode = check_choice("mode", mode, SHIFT_MODES)
     batch, _, height, width = images.shape
     checked = _check_shifts(shifts, height, width)
     sy, sx = _check_stride(stride)
-    margin = _check_margin(margin)
+    margin = check_int("margin", margin, 0, integral=True, note="extra feature cells to crop")
     dims = "[batch, channel, height, width]"
     with torch.no_grad():
         base = _check_output("features_fn", features_fn(images), 4, dims, batch)
@@ -362,7 +328,7 @@ def invariance_error(
         (first maximum on ties, as ``torch.argmax``) differs between ``g(S x)`` and ``g(x)``.
     """
     images = _check_images(images)
-    mode = _check_mode(mode)
+    mode = check_choice("mode", mode, SHIFT_MODES)
     batch, _, height, width = images.shape
     checked = _check_shifts(shifts, height, width)
     dims = "[batch, classes]"
@@ -382,10 +348,7 @@ def invariance_error(
 
 def report_shifts(max_shift: int) -> list[tuple[int, int]]:
     """The shifts of :func:`equivariance_report`: ``(0, s)`` then ``(s, 0)`` for ``s = 1 ... max_shift``."""
-    if isinstance(max_shift, bool) or not isinstance(max_shift, numbers.Integral):
-        raise TypeError(f"max_shift must be an int >= 1, got {type(max_shift).__name__} {max_shift!r}")
-    if max_shift < 1:
-        raise ValueError(f"max_shift must be an int >= 1, got {max_shift}")
+    max_shift = check_int("max_shift", max_shift, 1, integral=True)
     return [(0, s) for s in range(1, max_shift + 1)] + [(s, 0) for s in range(1, max_shift + 1)]
 
 
@@ -461,21 +424,20 @@ def equivariance_report(
     Returns:
         One :class:`EquivarianceRow` per mode and shift, modes outer.
     """
-    if not callable(model):
-        raise TypeError(f"model must be callable (an nn.Module or a function), got {type(model).__name__}")
+    check_callable("model", model, "callable (an nn.Module or a function)")
     images = _check_images(images)
     if isinstance(modes, str) or not isinstance(modes, Sequence) or len(modes) == 0:
         raise TypeError(f"modes must be a non-empty sequence of modes from {SHIFT_MODES}, got {modes!r}")
     for mode in modes:
-        _check_mode(mode)
+        check_choice("mode", mode, SHIFT_MODES)
     shift_list = _check_shifts(report_shifts(max_shift) if shifts is None else shifts, *images.shape[-2:])
     if stride is not None:
         stride = _check_stride(stride)
-    margin = _check_margin(margin)
+    margin = check_int("margin", margin, 0, integral=True, note="extra feature cells to crop")
     if name is None:
         name = _model_name(model)
-    elif not isinstance(name, str):
-        raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+    else:
+        check_type("name", name, str, "a str or None")
 
     parameter = next((p for p in model.parameters() if p.is_floating_point()), None) \
         if isinstance(model, nn.Module) else None

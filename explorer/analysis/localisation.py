@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from explorer._checks import check_callable, check_int, check_tensor
+
 __all__ = [
     "LocalisationScore",
     "patch_object_share",
@@ -56,14 +58,7 @@ class LocalisationScore:
 
 
 def _check_float(name: str, tensor: object, ndim: int, dims: str, nonnegative: bool = True) -> torch.Tensor:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor {dims}, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor {dims}, got dtype {tensor.dtype}")
-    if tensor.ndim != ndim:
-        raise ValueError(f"{name} must have shape {dims} ({ndim} dims), got shape {tuple(tensor.shape)}")
-    if tensor.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(tensor.shape)}")
+    tensor = check_tensor(name, tensor, dims, dtype="float", ndim=ndim, nonempty=True)
     if nonnegative:
         smallest = tensor.detach().min()
         if not smallest >= 0:  # also catches NaN
@@ -72,16 +67,8 @@ def _check_float(name: str, tensor: object, ndim: int, dims: str, nonnegative: b
 
 
 def _check_masks(target_masks: object) -> torch.Tensor:
-    if not isinstance(target_masks, torch.Tensor) or target_masks.dtype != torch.bool:
-        got = f"dtype {target_masks.dtype}" if isinstance(target_masks, torch.Tensor) else type(target_masks).__name__
-        raise TypeError(f"target_masks must be a BoolTensor [batch, height, width], got {got}")
-    if target_masks.ndim != 3:
-        raise ValueError(
-            f"target_masks must have shape [batch, height, width] (3 dims), got shape {tuple(target_masks.shape)}"
-        )
-    if target_masks.numel() == 0:
-        raise ValueError(f"target_masks must not be empty, got shape {tuple(target_masks.shape)}")
-    return target_masks
+    return check_tensor("target_masks", target_masks, "[batch, height, width]", dtype=torch.bool, ndim=3,
+                        nonempty=True)
 
 
 def _check_pair(name: str, value: object, labels: str) -> tuple[int, int]:
@@ -279,21 +266,15 @@ def integrated_gradients(
     """
     from captum.attr import IntegratedGradients  # imported here: captum is slow to import
 
-    if not callable(model):
-        raise TypeError(f"model must be callable as model(images, query_ids), got {type(model).__name__}")
+    check_callable("model", model, "callable as model(images, query_ids)")
     images = _check_float("images", images, 4, "[batch, 3, height, width]", nonnegative=False)
     if images.shape[1] != 3:
         raise ValueError(f"images must have 3 channels [batch, 3, height, width], got shape {tuple(images.shape)}")
     batch = images.shape[0]
     for name, tensor, ndim, dims in (("query_ids", query_ids, 2, "[batch, token]"), ("target", target, 1, "[batch]")):
-        if not isinstance(tensor, torch.Tensor) or tensor.is_floating_point() or tensor.dtype == torch.bool:
-            got = f"dtype {tensor.dtype}" if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise TypeError(f"{name} must be an integer tensor {dims}, got {got}")
-        if tensor.ndim != ndim:
-            raise ValueError(f"{name} must have shape {dims} ({ndim} dims), got shape {tuple(tensor.shape)}")
+        check_tensor(name, tensor, dims, dtype="int", ndim=ndim)
         _check_batch(name, tensor, batch, "images")
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    steps = check_int("steps", steps, 1, integral=True, note="integration points")
     if isinstance(baseline, torch.Tensor):
         try:
             baselines = baseline.to(images).expand_as(images)  # (B, 3, H, W)

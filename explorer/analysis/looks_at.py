@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from explorer._checks import check_choice, check_int, check_real, check_tensor, check_type
 from explorer.analysis.attention import HEAD_FUSIONS, attention_rollout, stack_patterns
 from explorer.analysis.localisation import upsample_patches
 from explorer.analysis.receptive_field import ZeroGradient
@@ -106,17 +107,13 @@ class LooksAt:
 
 
 def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module (a classifier images -> logits), got {type(model).__name__}")
-    return model
+    return check_type("model", model, nn.Module, "an nn.Module (a classifier images -> logits)")
 
 
 def _check_vit(model: object) -> SmallViT:
     _check_model(model)
-    if not isinstance(model, SmallViT):
-        raise TypeError(f"model must be a SmallViT or HybridViT (explorer.models.vision) to have attention maps, "
-                        f"got {type(model).__name__}")
-    return model
+    return check_type("model", model, SmallViT,
+                      "a SmallViT or HybridViT (explorer.models.vision) to have attention maps")
 
 
 def _dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
@@ -129,15 +126,7 @@ def _dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | 
 
 def _check_images(model: nn.Module, images: object, name: str = "images") -> torch.Tensor:
     """``images`` ``[batch, channel, height, width]``, checked and moved to the model's dtype and device."""
-    dims = "[batch, channel, height, width]"
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor {dims}, got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor {dims}, got dtype {images.dtype}")
-    if images.ndim != 4:
-        raise ValueError(f"{name} must have shape {dims} (4 dims), got shape {tuple(images.shape)}")
-    if images.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(images.shape)}")
+    check_tensor(name, images, "[batch, channel, height, width]", dtype="float", ndim=4, nonempty=True)
     config = getattr(model, "config", None)
     channels, size = getattr(config, "in_channels", None), getattr(config, "image_size", None)
     if channels is not None and images.shape[1] != channels:
@@ -171,24 +160,6 @@ def _check_target(target: object, logits: torch.Tensor) -> torch.Tensor:
     if not bool(((picked >= 0) & (picked < classes)).all()):
         raise ValueError(f"target must be a class index in [0, {classes}), got {target!r}")
     return picked
-
-
-def _check_steps(steps: object) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(f"steps must be an int >= 1 (integration points), got {type(steps).__name__} {steps!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be an int >= 1 (integration points), got {steps}")
-    return int(steps)
-
-
-def _check_rollout_options(residual: object, head_fusion: object) -> float:
-    if isinstance(residual, bool) or not isinstance(residual, numbers.Real):
-        raise TypeError(f"residual must be a float in [0, 1], got {type(residual).__name__} {residual!r}")
-    if not 0.0 <= float(residual) <= 1.0:
-        raise ValueError(f"residual must be in [0, 1], got {residual}")
-    if not isinstance(head_fusion, str) or head_fusion not in HEAD_FUSIONS:
-        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
-    return float(residual)
 
 
 def _check_baseline(baseline: object, images: torch.Tensor) -> torch.Tensor:
@@ -319,7 +290,8 @@ def rollout_map(model: SmallViT, images: torch.Tensor, residual: float = 0.5,
         Tensor ``[batch, rows, cols]``, nonnegative, each map summing to 1, detached.
     """
     vit = _check_vit(model)
-    residual = _check_rollout_options(residual, head_fusion)
+    residual = check_real("residual", residual, 0, 1)
+    check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
     patterns = vit_attention(vit, images)  # (layer, batch, head, token, token)
     return _readout_rollout(vit, patterns, residual, head_fusion)
 
@@ -403,7 +375,7 @@ def integrated_gradients_map(
 
     model = _check_model(model)
     x = _check_images(model, images)  # (batch, channel, H, W)
-    steps = _check_steps(steps)
+    steps = check_int("steps", steps, 1, integral=True, note="integration points")
     baselines = _check_baseline(baseline, x)  # (batch, channel, H, W)
     batch = x.shape[0]
     with _evaluating(model):
@@ -455,9 +427,8 @@ def on_digit_share(maps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         TypeError: a non-tensor argument. ValueError: mismatched sizes, a map with negative entries or zero mass,
         an image with no nonzero pixel.
     """
-    for name, value in (("maps", maps), ("image", image)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    check_tensor("maps", maps, "[..., height, width]")
+    check_tensor("image", image, "[channel, height, width] or [height, width]")
     if image.ndim not in (2, 3):
         raise ValueError(f"image must have shape [channel, height, width] or [height, width], "
                          f"got shape {tuple(image.shape)}")
@@ -503,13 +474,11 @@ def looks_at(model: nn.Module, image: torch.Tensor, target: int | None = None, s
         ValueError: the image has no nonzero pixel (no digit to score), or equals the baseline (IG is zero).
     """
     _check_model(model)
-    if not isinstance(model, (SmallCNN, SmallViT)):
-        raise TypeError(f"model must be a SmallCNN, SECNN, SmallViT or HybridViT (explorer.models.vision), "
-                        f"got {type(model).__name__}")
+    check_type("model", model, (SmallCNN, SmallViT),
+               "a SmallCNN, SECNN, SmallViT or HybridViT (explorer.models.vision)")
     x = _check_image(model, image)  # (1, channel, H, W)
-    if target is not None and (isinstance(target, bool) or not isinstance(target, numbers.Integral)):
-        raise TypeError(f"target must be None or an int (a class index), got {type(target).__name__} {target!r}")
-    steps = _check_steps(steps)
+    check_int("target", target, integral=True, optional=True, note="a class index")
+    steps = check_int("steps", steps, 1, integral=True, note="integration points")
     mask = x[0].ne(0).any(dim=0)  # (H, W): the digit's pixels
     if not bool(mask.any()):
         raise ValueError("image has no nonzero pixel: there is no digit to look at")

@@ -667,14 +667,11 @@ def _mask_geometry(mask: Any, where: str) -> tuple:
     kind = type(mask)  # exact types: a subclass may change __call__ (as masks.band_of)
     if mask is None or kind is masks.Full:
         return ("whole",)
-    if kind is masks.Causal:
-        return ("window", _INF, 0)
-    if kind is masks.SlidingWindow:
-        w = mask.window
-        return ("window", w - 1, 0) if mask.causal else ("window", (w - 1) // 2, w // 2)
-    if kind is masks.DilatedWindow:
-        w, d = mask.window, mask.dilation
-        return ("window", d * (w - 1), 0) if mask.causal else ("window", d * ((w - 1) // 2), d * (w // 2))
+    # Causal, sliding and dilated windows: the mask's own band of offsets key - query (a subclass has none). The
+    # field spans the band's ends; a dilated window's step (its dilation) skips keys inside that span, not beyond.
+    band = mask.band() if isinstance(mask, masks.Mask) else None
+    if band is not None:
+        return ("window", _INF if band.low is None else -band.low, _INF if band.high is None else band.high)
     if kind is masks.BlockSparse:
         return ("whole",) if mask.global_tokens else ("block", mask.block_size)
     if isinstance(mask, masks.LSHBuckets):

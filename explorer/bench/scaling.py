@@ -50,9 +50,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from explorer.analysis.cost import OPS, _check_positive_int, cost
+from explorer._checks import check_positive_int
+from explorer.analysis.cost import OPS, cost
 from explorer.bench.common import interleaved_times, metadata, write_json
-from explorer.masks import sliding_window
+from explorer.masks import sliding_window, window_offsets
 
 __all__ = [
     "OPS", "make_op", "Measurement", "measure", "sweep", "fit_exponent", "to_records", "save", "PeakMemoryMode",
@@ -90,12 +91,12 @@ def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
 def _window_offsets(window: int) -> tuple[int, int]:
     """``(left, right)``: a query sees keys at offsets ``-left .. right``, ``left + right + 1 = window``.
 
-    Read off ``explorer.masks.sliding_window(window)`` (non-causal), so the benchmark, the analytic model and the
-    reference kernel share one convention: ``left = (window - 1) // 2``, ``right = window // 2``.
+    From ``explorer.masks.window_offsets(window, causal=False)``, the one definition of a non-causal window, so the
+    benchmark, the analytic model, the masks and the reference kernel share one convention:
+    ``left = (window - 1) // 2``, ``right = window // 2``.
     """
-    allowed = sliding_window(window)(0, torch.arange(-window, window + 1))  # offsets key - query
-    offsets = torch.arange(-window, window + 1)[allowed]
-    return -int(offsets.min()), int(offsets.max())
+    low, high = window_offsets(window, causal=False)
+    return -low, high
 
 
 def _window_mask(n: int, window: int, chunk: int, device=None) -> torch.Tensor:
@@ -371,7 +372,7 @@ def measure(op: str, n: int, repeats: int = 5, warmup: int = 1, **kwargs) -> Mea
     Returns:
         A ``Measurement``.
     """
-    _check_positive_int("repeats", repeats)
+    check_positive_int("repeats", repeats)
     fn = make_op(op, n, **kwargs)
     device = torch.device(kwargs.get("device", "cpu"))
     dtype = kwargs.get("dtype", torch.float32)
@@ -522,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement]:
     args = parser.parse_args(argv)
 
     if args.threads is not None:
-        torch.set_num_threads(_check_positive_int("threads", args.threads))
+        torch.set_num_threads(check_positive_int("threads", args.threads))
     ops = [op.strip() for op in args.ops.split(",") if op.strip()]
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     results = sweep(ops, sizes, progress=not args.no_progress, repeats=args.repeats, warmup=args.warmup,

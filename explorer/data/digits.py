@@ -29,6 +29,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from explorer._checks import check_choice, check_int, check_real
+
 __all__ = [
     "N_DIGITS", "DIGIT_SIZE", "DIGIT_MAX", "NUM_CLASSES", "SPLITS", "PLACEMENTS", "load_digits_arrays",
     "digits_split", "digits_indices", "digit_positions", "place_on_canvas", "digits_dataset",
@@ -43,22 +45,6 @@ PLACEMENTS = ("centre", "left", "right", "random")
 _DATA_FILE = ("datasets", "data", "digits.csv.gz")  # inside the sklearn package folder
 _PLACEMENT_STREAM = {name: i for i, name in enumerate(PLACEMENTS)}  # one random stream per placement
 _ORDER_STREAM = len(PLACEMENTS)  # the class-balanced order gets its own stream
-
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    """``value`` if it is an int in ``[low, high]``; TypeError for other types, ValueError out of range."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
-        upper = "" if high is None else f", <= {high}"
-        raise ValueError(f"{name} must be an int >= {low}{upper}, got {value}")
-    return int(value)
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 @lru_cache(maxsize=1)
@@ -134,12 +120,9 @@ def digits_split(seed: int = 0, test_fraction: float = 0.25) -> tuple[np.ndarray
         ``(train, test)``: sorted int64 arrays of image indices (into :func:`load_digits_arrays`), disjoint and
         together covering all 1797 images.
     """
-    seed = _check_int("seed", seed, 0)
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)):
-        raise TypeError(f"test_fraction must be a float in (0, 1), got {type(test_fraction).__name__}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    train, test = _split(seed, float(test_fraction))
+    seed = check_int("seed", seed, 0, integral=True)
+    test_fraction = check_real("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
+    train, test = _split(seed, test_fraction)
     return train.copy(), test.copy()
 
 
@@ -159,11 +142,11 @@ def digits_indices(split: str = "train", seed: int = 0, n: int | None = None) ->
     Returns:
         int64 array ``[n]`` of indices into :func:`load_digits_arrays`.
     """
-    split = _check_choice("split", split, SPLITS)
-    seed = _check_int("seed", seed, 0)
+    split = check_choice("split", split, SPLITS)
+    seed = check_int("seed", seed, 0, integral=True)
     order = _balanced_order(split, seed)
     if n is not None:
-        n = _check_int("n", n, 1, len(order))
+        n = check_int("n", n, 1, len(order), integral=True)
     return order[:n].copy()
 
 
@@ -199,9 +182,9 @@ def digit_positions(placement: str, canvas: int = 16, seed: int = 0) -> np.ndarr
     Returns:
         int64 array ``[1797, 2]`` of ``(row, col)``.
     """
-    placement = _check_choice("placement", placement, PLACEMENTS)
-    canvas = _check_int("canvas", canvas, DIGIT_SIZE)
-    seed = _check_int("seed", seed, 0)
+    placement = check_choice("placement", placement, PLACEMENTS)
+    canvas = check_int("canvas", canvas, DIGIT_SIZE, integral=True)
+    seed = check_int("seed", seed, 0, integral=True)
     if placement in ("left", "right") and canvas < 2 * DIGIT_SIZE:
         raise ValueError(f"canvas must be >= {2 * DIGIT_SIZE} for placement={placement!r} (a digit must fit in "
                          f"half of the canvas), got {canvas}")
@@ -232,7 +215,7 @@ def place_on_canvas(
         float32 tensor ``[N, 1, canvas, canvas]``: ``out[i, 0, r + a, c + b] = images[i, a, b] / 16`` for
         ``(r, c) = positions[i]``, zero elsewhere.
     """
-    canvas = _check_int("canvas", canvas, DIGIT_SIZE)
+    canvas = check_int("canvas", canvas, DIGIT_SIZE, integral=True)
     pixels = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))  # a copy: no alias
     if pixels.ndim != 3 or tuple(pixels.shape[1:]) != (DIGIT_SIZE, DIGIT_SIZE):
         raise ValueError(f"images must have shape (N, {DIGIT_SIZE}, {DIGIT_SIZE}), got {tuple(pixels.shape)}")
@@ -281,10 +264,10 @@ def digits_dataset(
     Returns:
         ``(images, labels)``: float32 ``[N, 1, canvas, canvas]`` in [0, 1] and int64 ``[N]``.
     """
-    split = _check_choice("split", split, SPLITS)
-    placement = _check_choice("placement", placement, PLACEMENTS)
-    canvas = _check_int("canvas", canvas, DIGIT_SIZE)
-    seed = _check_int("seed", seed, 0)
+    split = check_choice("split", split, SPLITS)
+    placement = check_choice("placement", placement, PLACEMENTS)
+    canvas = check_int("canvas", canvas, DIGIT_SIZE, integral=True)
+    seed = check_int("seed", seed, 0, integral=True)
     positions = digit_positions(placement, canvas, seed)  # checks canvas against the placement
     index = digits_indices(split, seed, n)
     pixels, labels = _read()

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from explorer._checks import check_choice, check_int
+
 __all__ = ["PHOTOS", "load_photo"]
 
 # name -> file name inside sklearn/datasets/images
@@ -41,15 +43,11 @@ def load_photo(name: str = "china", height: int | None = None) -> torch.Tensor:
     Returns:
         Tensor[channel=3, height, width], float32.
     """
-    if not isinstance(name, str) or name not in PHOTOS:
-        raise ValueError(f"name must be one of {sorted(PHOTOS)}, got {name!r}")
+    check_choice("name", name, sorted(PHOTOS))
     image = torch.from_numpy(_raw(name).copy()).permute(2, 0, 1).float() / 255.0  # (3, 427, 640)
     if height is None:
         return image
-    if isinstance(height, bool) or not isinstance(height, int):
-        raise TypeError(f"height must be an int, got {type(height).__name__}")
-    if not 8 <= height <= 2048:
-        raise ValueError(f"height must be in [8, 2048], got {height}")
+    check_int("height", height, 8, 2048)
     width = round(image.shape[2] * height / image.shape[1])
     resized = F.interpolate(image[None], size=(height, width), mode="bilinear", antialias=True, align_corners=False)
     return resized[0].clamp(0.0, 1.0)

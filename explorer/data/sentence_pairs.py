@@ -24,6 +24,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from explorer._checks import check_int
+
 __all__ = ["SentencePair", "sentence_pairs", "TEMPLATES", "MAX_PAIRS", "SHARED_SLOTS"]
 
 # --- vocabulary (disjoint lists: a word belongs to one slot only) -------------------------------------------------
@@ -141,12 +143,8 @@ def sentence_pairs(n: int, seed: int = 0) -> list[SentencePair]:
         A list of :class:`SentencePair`; pair ``i`` uses template ``i mod 12`` only if no duplicate was skipped
         before it (``SentencePair.template`` says which one it used).
     """
-    for name, value, low, high in (("n", n, 1, MAX_PAIRS), ("seed", seed, 0, None)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-        if value < low or (high is not None and value > high):
-            upper = "" if high is None else f", <= {high}"
-            raise ValueError(f"{name} must be an int >= {low}{upper}, got {value}")
+    check_int("n", n, 1, MAX_PAIRS)
+    check_int("seed", seed, 0)
     rng = random.Random(seed)
     pairs: list[SentencePair] = []
     seen: set[str] = set()

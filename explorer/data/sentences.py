@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from explorer._checks import check_int
+
 __all__ = ["SENTENCES", "long_text"]
 
 # name -> text; the first is the default of the attention-maps app.
@@ -27,10 +29,7 @@ _PARAGRAPHS = (
 
 def long_text(words: int) -> str:
     """Deterministic English text of about ``words`` words, built by cycling the paragraphs above."""
-    if isinstance(words, bool) or not isinstance(words, int):
-        raise TypeError(f"words must be an int, got {type(words).__name__}")
-    if not 1 <= words <= 20_000:
-        raise ValueError(f"words must be in [1, 20000], got {words}")
+    check_int("words", words, 1, 20_000)
     out: list[str] = []
     i = 0
     while len(out) < words:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from explorer._checks import check_choice, check_int, check_type
+
 __all__ = [
     "GENERATOR_VERSION", "COLOURS", "SHAPES", "VOCAB", "ANSWERS", "QUERY_KINDS", "NOISE", "MIN_VISIBLE",
     "SceneObject", "Scene", "Batch", "generate_scene", "tokenize", "question", "make_query", "sample_batch",
@@ -77,14 +79,6 @@ class Batch:
     texts: list[str]                # the questions as text
 
 
-def _check_int_range(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return int(value)
-
-
 def _rasterise(shape: str, centre: tuple[float, float], size: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Full (unoccluded) mask of one object, sampled at pixel centres. ``rows``/``cols``: (height, 1) / (1, width)."""
     dr = rows + 0.5 - centre[0]  # (height, 1)
@@ -110,9 +104,9 @@ def generate_scene(seed: int, size: int = 48, n_objects: int = 3) -> Scene:
     Returns:
         A :class:`Scene`; each object keeps at least :data:`MIN_VISIBLE` of its area visible.
     """
-    _check_int_range("seed", seed, 0, 2 ** 63 - 1)
-    size = _check_int_range("size", size, 32, 96)
-    n_objects = _check_int_range("n_objects", n_objects, 1, len(SHAPES))
+    check_int("seed", seed, 0, 2 ** 63 - 1, integral=True)
+    size = check_int("size", size, 32, 96, integral=True)
+    n_objects = check_int("n_objects", n_objects, 1, len(SHAPES), integral=True)
     rng = np.random.default_rng(int(seed))
     rows = np.arange(size)[:, None]
     cols = np.arange(size)[None, :]
@@ -158,8 +152,7 @@ def tokenize(text: str) -> list[int]:
     Raises:
         ValueError: a word outside :data:`VOCAB` (the message lists the vocabulary).
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    check_type("text", text, str, "a str")
     words = text.lower().replace("?", " ").split()
     unknown = [w for w in words if w not in _TOKEN_ID or w == "<pad>"]
     if unknown:
@@ -190,9 +183,8 @@ def make_query(scene: Scene, kind: str, target_index: int) -> tuple[str, int]:
     Returns:
         ``(text, answer)`` with ``answer`` an index into :data:`ANSWERS`.
     """
-    if kind not in QUERY_KINDS:
-        raise ValueError(f"kind must be one of {QUERY_KINDS}, got {kind!r}")
-    target_index = _check_int_range("target_index", target_index, 0, len(scene.objects) - 1)
+    check_choice("kind", kind, QUERY_KINDS)
+    target_index = check_int("target_index", target_index, 0, len(scene.objects) - 1, integral=True)
     target = scene.objects[target_index]
     if kind == "shape_of_colour":
         return question(kind, target.colour), ANSWERS.index(target.shape)
@@ -210,9 +202,9 @@ def sample_batch(n: int, seed: int, size: int = 48) -> Batch:
     Returns:
         A :class:`Batch`.
     """
-    n = _check_int_range("n", n, 1, 10 ** 6)
-    _check_int_range("seed", seed, 0, 2 ** 63 - 1)
-    size = _check_int_range("size", size, 32, 96)
+    n = check_int("n", n, 1, 10 ** 6, integral=True)
+    check_int("seed", seed, 0, 2 ** 63 - 1, integral=True)
+    size = check_int("size", size, 32, 96, integral=True)
     rng = np.random.default_rng(int(seed))
     images, masks, answers, texts, ids = [], [], [], [], []
     for _ in range(n):

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explorer._checks import check_bool, check_choice, check_floating, check_int, check_shape, check_tensor, check_type
 from explorer.hooks import HookPoint
-from explorer.layers.conv import _check_bool, _check_floating, _check_int
 from explorer.masks import Causal, Mask, band_of
 
 __all__ = ["MultiheadAttention", "alibi_bias", "alibi_slopes"]
@@ -64,7 +64,7 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     Returns:
         Tensor ``[head]`` (float64, exact).
     """
-    _check_int("num_heads", num_heads, 1)
+    check_int("num_heads", num_heads, 1)
 
     def power_of_two(n: int) -> list[float]:
         start = 2.0 ** (-8.0 / n)
@@ -103,23 +103,15 @@ def alibi_bias(
     Returns:
         Tensor ``[head, query, key]``, to pass as ``score_bias``.
     """
-    _check_int("n_query", n_query, 1)
-    _check_int("n_key", n_key, 1)
-    _check_bool("causal", causal)
+    check_int("n_query", n_query, 1)
+    check_int("n_key", n_key, 1)
+    check_bool("causal", causal)
     slopes = alibi_slopes(num_heads).to(device=device, dtype=dtype)  # (head,)
     query = torch.arange(n_query, device=device)[:, None]  # (query, 1)
     key = torch.arange(n_key, device=device)[None, :]  # (1, key)
     offset = (key - query).to(dtype)  # (query, key)
     distance = offset.clamp(max=0) if causal else -offset.abs()  # (query, key), <= 0
     return slopes[:, None, None] * distance  # (head, query, key)
-
-
-def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int | None, ...], dims: str) -> None:
-    """ValueError unless ``tensor.shape`` matches ``expected`` (None = any size)."""
-    ok = tensor.ndim == len(expected) and all(e is None or s == e for s, e in zip(tensor.shape, expected))
-    if not ok:
-        sizes = ", ".join("*" if e is None else str(e) for e in expected)
-        raise ValueError(f"{name} must have shape {dims} = ({sizes}), got {tuple(tensor.shape)}")
 
 
 def _check_broadcastable(name: str, tensor: torch.Tensor, target: tuple[int, ...]) -> None:
@@ -175,15 +167,15 @@ class MultiheadAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_int("embed_dim", embed_dim, 1)
-        _check_int("num_heads", num_heads, 1)
+        check_int("embed_dim", embed_dim, 1)
+        check_int("num_heads", num_heads, 1)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
-        kdim = embed_dim if kdim is None else _check_int("kdim", kdim, 1)
-        vdim = embed_dim if vdim is None else _check_int("vdim", vdim, 1)
-        _check_bool("bias", bias)
-        if mask is not None and not isinstance(mask, Mask):
-            raise TypeError(f"mask must be an explorer.masks.Mask or None, got {type(mask).__name__}")
+        kdim = embed_dim if kdim is None else check_int("kdim", kdim, 1)
+        vdim = embed_dim if vdim is None else check_int("vdim", vdim, 1)
+        check_bool("bias", bias)
+        if mask is not None:
+            check_type("mask", mask, Mask, "an explorer.masks.Mask or None")
 
         self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -220,8 +212,7 @@ class MultiheadAttention(nn.Module):
 
     @backend.setter
     def backend(self, value: str) -> None:
-        if value not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {value!r}")
+        check_choice("backend", value, BACKENDS)
         self._backend = value
 
     def extra_repr(self) -> str:
@@ -241,8 +232,7 @@ class MultiheadAttention(nn.Module):
         Returns:
             A new :class:`MultiheadAttention` on ``mha``'s device and dtype.
         """
-        if not isinstance(mha, nn.MultiheadAttention):
-            raise TypeError(f"mha must be a torch.nn.MultiheadAttention, got {type(mha).__name__}")
+        check_type("mha", mha, nn.MultiheadAttention, "a torch.nn.MultiheadAttention")
         if mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError("mha uses add_bias_kv or add_zero_attn, which this layer does not have")
         weight = mha.out_proj.weight
@@ -319,19 +309,17 @@ class MultiheadAttention(nn.Module):
         key_padding_mask: torch.Tensor | None,
     ) -> None:
         dtype = self.q_proj.weight.dtype
-        _check_floating("query", query, dtype)
-        _check_floating("key", key, dtype)
-        _check_floating("value", value, dtype)
-        _check_shape("query", query, (None, None, self.embed_dim), "(batch, query, embed)")
+        check_floating("query", query, dtype)
+        check_floating("key", key, dtype)
+        check_floating("value", value, dtype)
+        check_shape("query", query, (None, None, self.embed_dim), "(batch, query, embed)")
         batch = query.shape[0]
-        _check_shape("key", key, (batch, None, self.kdim), "(batch, key, kdim)")
+        check_shape("key", key, (batch, None, self.kdim), "(batch, key, kdim)")
         n_key = key.shape[1]
-        _check_shape("value", value, (batch, n_key, self.vdim), "(batch, key, vdim)")
+        check_shape("value", value, (batch, n_key, self.vdim), "(batch, key, vdim)")
         if key_padding_mask is not None:
-            if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
-                raise TypeError("key_padding_mask must be a BoolTensor [batch, key] (True = padding), got "
-                                f"{getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}")
-            _check_shape("key_padding_mask", key_padding_mask, (batch, n_key), "(batch, key)")
+            check_tensor("key_padding_mask", key_padding_mask, "[batch, key] (True = padding)", dtype=torch.bool)
+            check_shape("key_padding_mask", key_padding_mask, (batch, n_key), "(batch, key)")
 
     def _allowed(
         self,
@@ -390,7 +378,7 @@ class MultiheadAttention(nn.Module):
         n_key = key.shape[1]
         target = (batch, self.num_heads, n_query, n_key)
         if score_bias is not None:
-            _check_floating("score_bias", score_bias)
+            check_floating("score_bias", score_bias)
             _check_broadcastable("score_bias", score_bias, target)
             score_bias = score_bias.to(query.dtype)
         mask = self.mask if mask is None else mask

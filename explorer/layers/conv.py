@@ -15,11 +15,10 @@ hook points' dimension names always hold).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
+from explorer._checks import check_bool, check_choice, check_floating, check_int, check_int_tuple
 from explorer.hooks import HookPoint
 from explorer.layers.geometry import Geometry
 
@@ -27,56 +26,6 @@ __all__ = ["Conv1d", "Conv2d", "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d
 
 _SPATIAL = {1: ("length",), 2: ("height", "width")}
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-
-
-# --- argument checks (shared with the attention layers) -------------------------------------------------------
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` if it is an int >= ``minimum``; TypeError for other types, ValueError below the minimum."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _check_int_tuple(name: str, value: object, ndim: int, minimum: int) -> tuple[int, ...]:
-    """An int or a sequence of ``ndim`` ints, each >= ``minimum``, as a tuple of ``ndim`` ints."""
-    accepted = f"an int >= {minimum} or a tuple of {ndim} such ints"
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be {accepted}, got bool {value!r}")
-    if isinstance(value, int):
-        items: Sequence[object] = (value,) * ndim
-    elif isinstance(value, (tuple, list)):
-        if len(value) != ndim:
-            raise ValueError(f"{name} must be {accepted}, got {len(value)} values: {value!r}")
-        items = value
-    else:
-        raise TypeError(f"{name} must be {accepted}, got {type(value).__name__} {value!r}")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{name} must be {accepted}, got an item {item!r} of type {type(item).__name__}")
-        if item < minimum:
-            raise ValueError(f"{name} must be {accepted}, got {value!r}")
-    return tuple(items)  # type: ignore[arg-type]
-
-
-def _check_floating(name: str, tensor: object, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``tensor`` if it is a floating tensor (of ``dtype`` when given); TypeError otherwise."""
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
-    if dtype is not None and tensor.dtype != dtype:
-        raise TypeError(f"{name} has dtype {tensor.dtype} but the layer's weights are {dtype}; convert one of them")
-    return tensor
 
 
 # --- shared behaviour -------------------------------------------------------------------------------------------
@@ -104,7 +53,7 @@ class _Instrumented:
         if isinstance(input, torch.fx.Proxy):  # symbolic tracing (receptive-field analysis): no values to check
             return input  # type: ignore[return-value]
         weight = getattr(self, "weight", None)
-        input = _check_floating("input", input, weight.dtype if weight is not None else None)
+        input = check_floating("input", input, weight.dtype if weight is not None else None)
         if input.ndim != self._ndim + 2:
             raise ValueError(
                 f"input must have shape {self._expected_shape()} ({self._ndim + 2} dims), "
@@ -163,12 +112,12 @@ def _check_conv_args(
     bias: object,
     padding_mode: object,
 ) -> None:
-    _check_int("in_channels", in_channels, 1)
-    _check_int("out_channels", out_channels, 1)
-    _check_int_tuple("kernel_size", kernel_size, ndim, 1)
-    strides = _check_int_tuple("stride", stride, ndim, 1)
-    _check_int_tuple("dilation", dilation, ndim, 1)
-    _check_int("groups", groups, 1)
+    check_int("in_channels", in_channels, 1)
+    check_int("out_channels", out_channels, 1)
+    check_int_tuple("kernel_size", kernel_size, ndim, 1)
+    strides = check_int_tuple("stride", stride, ndim, 1)
+    check_int_tuple("dilation", dilation, ndim, 1)
+    check_int("groups", groups, 1)
     if in_channels % groups:  # type: ignore[operator]
         raise ValueError(f"in_channels ({in_channels}) must be divisible by groups ({groups})")
     if out_channels % groups:  # type: ignore[operator]
@@ -181,20 +130,19 @@ def _check_conv_args(
             raise ValueError(f"padding='same' needs stride=1 (the output could not keep the input size), "
                              f"got stride={stride!r}")
     else:
-        _check_int_tuple("padding", padding, ndim, 0)
-    _check_bool("bias", bias)
-    if padding_mode not in _PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        check_int_tuple("padding", padding, ndim, 0)
+    check_bool("bias", bias)
+    check_choice("padding_mode", padding_mode, _PADDING_MODES)
 
 
 def _check_pool_args(
     ndim: int, kernel_size: object, stride: object, padding: object, dilation: object, max_pool: bool
 ) -> None:
-    kernel = _check_int_tuple("kernel_size", kernel_size, ndim, 1)
+    kernel = check_int_tuple("kernel_size", kernel_size, ndim, 1)
     if stride is not None:
-        _check_int_tuple("stride", stride, ndim, 1)
-    pads = _check_int_tuple("padding", padding, ndim, 0)
-    dilations = _check_int_tuple("dilation", dilation, ndim, 1)
+        check_int_tuple("stride", stride, ndim, 1)
+    pads = check_int_tuple("padding", padding, ndim, 0)
+    dilations = check_int_tuple("dilation", dilation, ndim, 1)
     # torch pools pad with -inf (max) or zeros (avg); a window made only of padding is refused, at forward time.
     for pad, k, d in zip(pads, kernel, dilations):
         span = d * (k - 1) + 1 if max_pool else k
@@ -292,8 +240,8 @@ class MaxPool1d(_Instrumented, nn.MaxPool1d):
         ceil_mode: bool = False,
     ) -> None:
         _check_pool_args(1, kernel_size, stride, padding, dilation, max_pool=True)
-        _check_bool("return_indices", return_indices)
-        _check_bool("ceil_mode", ceil_mode)
+        check_bool("return_indices", return_indices)
+        check_bool("ceil_mode", ceil_mode)
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
         self._add_hook_points()
 
@@ -318,8 +266,8 @@ class MaxPool2d(_Instrumented, nn.MaxPool2d):
         ceil_mode: bool = False,
     ) -> None:
         _check_pool_args(2, kernel_size, stride, padding, dilation, max_pool=True)
-        _check_bool("return_indices", return_indices)
-        _check_bool("ceil_mode", ceil_mode)
+        check_bool("return_indices", return_indices)
+        check_bool("ceil_mode", ceil_mode)
         super().__init__(kernel_size, stride, padding, dilation, return_indices, ceil_mode)
         self._add_hook_points()
 
@@ -343,8 +291,8 @@ class AvgPool1d(_Instrumented, nn.AvgPool1d):
         count_include_pad: bool = True,
     ) -> None:
         _check_pool_args(1, kernel_size, stride, padding, 1, max_pool=False)
-        _check_bool("ceil_mode", ceil_mode)
-        _check_bool("count_include_pad", count_include_pad)
+        check_bool("ceil_mode", ceil_mode)
+        check_bool("count_include_pad", count_include_pad)
         super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
         self._add_hook_points()
 
@@ -369,9 +317,9 @@ class AvgPool2d(_Instrumented, nn.AvgPool2d):
         divisor_override: int | None = None,
     ) -> None:
         _check_pool_args(2, kernel_size, stride, padding, 1, max_pool=False)
-        _check_bool("ceil_mode", ceil_mode)
-        _check_bool("count_include_pad", count_include_pad)
+        check_bool("ceil_mode", ceil_mode)
+        check_bool("count_include_pad", count_include_pad)
         if divisor_override is not None:
-            _check_int("divisor_override", divisor_override, 1)
+            check_int("divisor_override", divisor_override, 1)
         super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
         self._add_hook_points()

@@ -23,12 +23,11 @@ or ``padding="same"``), any dilation, any channels, with or without bias. Anythi
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explorer._checks import check_choice, check_real, check_tensor, check_type
 from explorer.hooks import HookPoint
 
 __all__ = ["ConvAttention", "attention_from_conv", "DEFAULT_SHARPNESS"]
@@ -53,8 +52,7 @@ def _same_padding(conv: nn.Conv2d) -> tuple[int, int]:
     if padding != same:
         raise ValueError(f"conv.padding must be 'same' = dilation * (kernel_size - 1) / 2 = {same} (the output "
                          f"keeps the input's positions, one per query), got {conv.padding}")
-    if conv.padding_mode not in _PAD_MODES:
-        raise ValueError(f"conv.padding_mode must be one of {tuple(_PAD_MODES)}, got {conv.padding_mode!r}")
+    check_choice("conv.padding_mode", conv.padding_mode, _PAD_MODES)
     return same
 
 
@@ -69,14 +67,12 @@ class ConvAttention(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, sharpness: float = DEFAULT_SHARPNESS) -> None:
         super().__init__()
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
-        if isinstance(sharpness, bool) or not isinstance(sharpness, numbers.Real) or not 0 < sharpness < float("inf"):
-            raise ValueError(f"sharpness must be a positive finite number, got {sharpness!r}")
+        check_type("conv", conv, nn.Conv2d, "a torch.nn.Conv2d")
+        sharpness = check_real("sharpness", sharpness, 0, low_open=True, finite=True)
         self.padding = _same_padding(conv)
         self.padding_mode = conv.padding_mode
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.sharpness = float(sharpness)
+        self.sharpness = sharpness
         kh, kw = conv.kernel_size
         dh, dw = conv.dilation
         taps = [(i, j) for i in range(kh) for j in range(kw)]
@@ -110,8 +106,7 @@ class ConvAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[batch, in_channels, H, W]`` (float) -> ``[batch, out_channels, H, W]``, the conv's output."""
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
+        check_tensor("x", x, f"[batch, {self.in_channels}, height, width]", dtype="float")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must be [batch, {self.in_channels}, height, width], got {tuple(x.shape)}")
         batch, _, height, width = x.shape

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explorer._checks import check_bool, check_floating, check_int, check_real, check_shape
 from explorer.hooks import HookPoint
-from explorer.layers.attention import _check_shape
-from explorer.layers.conv import _check_bool, _check_floating, _check_int
 
 __all__ = ["LinearAttention", "FEATURE_MAPS"]
 
@@ -68,8 +67,8 @@ class LinearAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_int("embed_dim", embed_dim, 1)
-        _check_int("num_heads", num_heads, 1)
+        check_int("embed_dim", embed_dim, 1)
+        check_int("num_heads", num_heads, 1)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         if isinstance(feature_map, str):
@@ -81,18 +80,15 @@ class LinearAttention(nn.Module):
             self.feature_map = feature_map
         else:
             raise TypeError(f"feature_map must be a str or a callable, got {type(feature_map).__name__}")
-        _check_bool("causal", causal)
-        _check_bool("bias", bias)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-            raise TypeError(f"eps must be a float >= 0, got {type(eps).__name__} {eps!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be a float >= 0, got {eps!r}")
+        check_bool("causal", causal)
+        check_bool("bias", bias)
+        eps = check_real("eps", eps, 0)
 
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         self.causal = causal
-        self.eps = float(eps)
+        self.eps = eps
         self.feature_map_name = feature_map if isinstance(feature_map, str) else getattr(
             feature_map, "__qualname__", repr(feature_map))
 
@@ -130,12 +126,12 @@ class LinearAttention(nn.Module):
         value = key if value is None else value
         dtype = self.q_proj.weight.dtype
         for name, tensor in (("query", query), ("key", key), ("value", value)):
-            _check_floating(name, tensor, dtype)
-        _check_shape("query", query, (None, None, self.embed_dim), "(batch, query, embed)")
+            check_floating(name, tensor, dtype)
+        check_shape("query", query, (None, None, self.embed_dim), "(batch, query, embed)")
         batch, n_query, _ = query.shape
-        _check_shape("key", key, (batch, None, self.embed_dim), "(batch, key, embed)")
+        check_shape("key", key, (batch, None, self.embed_dim), "(batch, key, embed)")
         n_key = key.shape[1]
-        _check_shape("value", value, (batch, n_key, self.embed_dim), "(batch, key, embed)")
+        check_shape("value", value, (batch, n_key, self.embed_dim), "(batch, key, embed)")
         if self.causal and n_key != n_query:
             raise ValueError(f"causal linear attention needs as many keys as queries: key has {n_key} "
                              f"positions, query has {n_query}")

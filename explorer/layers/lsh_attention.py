@@ -43,9 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explorer._checks import check_bool, check_floating, check_int, check_shape
 from explorer.hooks import HookPoint
-from explorer.layers.attention import _check_shape
-from explorer.layers.conv import _check_bool, _check_floating, _check_int
 from explorer.masks import lsh_hash
 
 __all__ = ["LSHAttention", "lsh_attention", "lsh_attention_rounds", "combine_rounds", "lsh_chunks"]
@@ -57,21 +56,21 @@ def lsh_chunks(n: int, chunk: int) -> tuple[int, int, int]:
     ``keys`` is ``2 c`` (own and previous chunk) when there are several chunks and ``c`` when there is one.
     A round computes ``m * c * keys`` scores per head (padding slots included).
     """
-    _check_int("n", n, 1)
-    _check_int("chunk", chunk, 1)
+    check_int("n", n, 1)
+    check_int("chunk", chunk, 1)
     c = min(chunk, n)
     m = -(-n // c)
     return c, m, (2 * c if m > 1 else c)
 
 
 def _check_buckets_args(n_buckets: object, n_rounds: object, chunk: object, seed: object) -> None:
-    _check_int("n_buckets", n_buckets, 1)
+    check_int("n_buckets", n_buckets, 1)
     if n_buckets > 1 and n_buckets % 2:
         raise ValueError(f"n_buckets must be 1 or even (lsh_hash splits a rotation and its negation), "
                          f"got {n_buckets}")
-    _check_int("n_rounds", n_rounds, 1)
-    _check_int("chunk", chunk, 1)
-    _check_int("seed", seed, 0)
+    check_int("n_rounds", n_rounds, 1)
+    check_int("chunk", chunk, 1)
+    check_int("seed", seed, 0)
 
 
 def lsh_attention_rounds(
@@ -105,8 +104,8 @@ def lsh_attention_rounds(
     Returns:
         ``(round_out, round_lse)``: ``[round, ..., token, value_dim]`` and ``[round, ..., token]``.
     """
-    _check_floating("qk", qk)
-    _check_floating("v", v)
+    check_floating("qk", qk)
+    check_floating("v", v)
     if v.dtype != qk.dtype:
         raise TypeError(f"v must have the dtype of qk ({qk.dtype}), got {v.dtype}")
     if qk.ndim < 2:
@@ -126,8 +125,8 @@ def lsh_attention_rounds(
     if buckets is not None and buckets.numel() and (int(buckets.min()) < 0 or int(buckets.max()) >= n_buckets):
         raise ValueError(f"buckets must lie in [0, n_buckets={n_buckets}), got values in "
                          f"[{int(buckets.min())}, {int(buckets.max())}]")
-    _check_bool("normalize_keys", normalize_keys)
-    _check_bool("dedup", dedup)
+    check_bool("normalize_keys", normalize_keys)
+    check_bool("dedup", dedup)
 
     *lead, n, h = qk.shape
     hv = v.shape[-1]
@@ -272,14 +271,14 @@ class LSHAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_int("embed_dim", embed_dim, 1)
-        _check_int("num_heads", num_heads, 1)
+        check_int("embed_dim", embed_dim, 1)
+        check_int("num_heads", num_heads, 1)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
         _check_buckets_args(n_buckets, n_rounds, chunk, seed)
-        _check_bool("normalize_keys", normalize_keys)
-        _check_bool("dedup", dedup)
-        _check_bool("bias", bias)
+        check_bool("normalize_keys", normalize_keys)
+        check_bool("dedup", dedup)
+        check_bool("bias", bias)
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.n_buckets, self.n_rounds, self.chunk, self.seed = n_buckets, n_rounds, chunk, seed
         self.normalize_keys, self.dedup = normalize_keys, dedup
@@ -298,8 +297,8 @@ class LSHAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """LSH self-attention of ``x`` ``[batch, token, embed]``; returns ``[batch, token, embed]``."""
-        _check_floating("x", x, self.qk_proj.weight.dtype)
-        _check_shape("x", x, (None, None, self.embed_dim), "(batch, token, embed)")
+        check_floating("x", x, self.qk_proj.weight.dtype)
+        check_shape("x", x, (None, None, self.embed_dim), "(batch, token, embed)")
         batch, n, _ = x.shape
         qk = self.qk_proj(x).view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, n, self.num_heads, self.head_dim).transpose(1, 2)

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from explorer._checks import check_choice, check_int, check_real, check_tensor
 from explorer.hooks import HookPoint
 from explorer.layers import MultiheadAttention
 from explorer.masks import Mask
@@ -76,19 +77,12 @@ class BertConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "int":
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise TypeError(f"{f.name} must be an int, got {type(value).__name__} {value!r}")
-                minimum = 0 if f.name == "pad_token_id" else 1
-                if value < minimum:
-                    raise ValueError(f"{f.name} must be >= {minimum}, got {value}")
+                check_int(f.name, value, 0 if f.name == "pad_token_id" else 1)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                              f"({self.num_attention_heads})")
-        if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) \
-                or not self.layer_norm_eps > 0:
-            raise ValueError(f"layer_norm_eps must be a number > 0, got {self.layer_norm_eps!r}")
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; supported: {sorted(_ACTIVATIONS)}")
+        check_real("layer_norm_eps", self.layer_norm_eps, 0, low_open=True)
+        check_choice("hidden_act", self.hidden_act, sorted(_ACTIVATIONS))
 
     @property
     def head_dim(self) -> int:
@@ -165,8 +159,7 @@ class BertOutput:
 
 
 def _check_attention_mask(attention_mask: object, shape: tuple[int, int]) -> torch.Tensor:
-    if not isinstance(attention_mask, torch.Tensor):
-        raise TypeError(f"attention_mask must be a Tensor [batch, token] of 0/1, got {type(attention_mask).__name__}")
+    check_tensor("attention_mask", attention_mask, "[batch, token] of 0/1")
     if tuple(attention_mask.shape) != shape:
         raise ValueError(f"attention_mask must have the shape of input_ids {shape}, got {tuple(attention_mask.shape)}")
     if attention_mask.is_complex() or not ((attention_mask == 0) | (attention_mask == 1)).all():
@@ -242,9 +235,7 @@ class BertEncoder(nn.Module):
                 f"ffn={c.intermediate_size}, max_tokens={c.max_position_embeddings}")
 
     def _check_ids(self, name: str, ids: object, limit: int, shape: tuple[int, ...] | None) -> torch.Tensor:
-        if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer Tensor [batch, token], got "
-                            f"{getattr(ids, 'dtype', type(ids).__name__)}")
+        check_tensor(name, ids, "[batch, token]", dtype="int")
         if shape is None and (ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 1):
             raise ValueError(f"{name} must have shape [batch, token] with batch, token >= 1, got {tuple(ids.shape)}")
         if shape is not None and tuple(ids.shape) != shape:

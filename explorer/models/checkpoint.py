@@ -29,6 +29,7 @@ import tokenizers
 import torch
 from safetensors.torch import load_file
 
+from explorer._checks import check_int, check_type
 from explorer.models.bert import BertConfig, BertEncoder
 
 __all__ = [
@@ -240,12 +241,8 @@ class Tokenizer:
             TypeError: ``text`` is not a str.
             ValueError: the text is empty, whitespace or has no token (control characters only).
         """
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        if isinstance(max_length, bool) or not isinstance(max_length, int):
-            raise TypeError(f"max_length must be an int, got {type(max_length).__name__}")
-        if max_length < 3:
-            raise ValueError(f"max_length must be >= 3 ([CLS], one token, [SEP]), got {max_length}")
+        check_type("text", text, str, "a str")
+        check_int("max_length", max_length, 3, note="[CLS], one token, [SEP]")
         if not text.strip():
             raise ValueError("text is empty (or only whitespace); give at least one word")
         encoded = self._tokenizer.encode(text)

@@ -9,6 +9,7 @@ from typing import Literal, Union
 import torch
 from torch import nn
 
+from explorer._checks import check_choice, check_int, check_type
 from explorer.layers import AvgPool2d, Conv2d, MaxPool2d
 
 __all__ = ["ConvStackConfig", "build_conv_stack"]
@@ -34,20 +35,12 @@ class ConvStackConfig:
     def __post_init__(self) -> None:
         for name, low, high in (("layers", 1, 16), ("kernel_size", 1, 15), ("stride", 1, 4),
                                 ("pool_every", 1, 16), ("channels", 1, 64)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if not low <= value <= high:
-                raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+            check_int(name, getattr(self, name), low, high)
         if self.dilation != "doubling":
-            if isinstance(self.dilation, bool) or not isinstance(self.dilation, int):
-                raise TypeError(f"dilation must be an int or 'doubling', got {self.dilation!r}")
-            if not 1 <= self.dilation <= 8:
-                raise ValueError(f"dilation must be in [1, 8] or 'doubling', got {self.dilation}")
+            check_int("dilation", self.dilation, 1, 8, note="or 'doubling': 1, 2, 4, ... per layer")
         for name, allowed in (("pool", ("none", "max", "avg")), ("activation", ("relu", "none")),
                               ("weights", ("random", "uniform"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+            check_choice(name, getattr(self, name), allowed)
 
     def dilation_of(self, layer: int) -> int:
         """Dilation of conv number ``layer`` (0-based)."""
@@ -60,8 +53,7 @@ def build_conv_stack(config: ConvStackConfig, in_channels: int = 3) -> nn.Sequen
     Module names are ``conv{i}``, ``act{i}`` and ``pool{i}`` (i counts convs from 1), so receptive-field
     rows and recorded hook points read ``conv1``, ``pool2.hook_out`` ...
     """
-    if not isinstance(config, ConvStackConfig):
-        raise TypeError(f"config must be a ConvStackConfig, got {type(config).__name__}")
+    check_type("config", config, ConvStackConfig, "a ConvStackConfig")
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(config.seed)
     try:

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 import explorer
+from explorer._checks import check_int, check_tensor, check_type
 from explorer.data.shapes import ANSWERS, VOCAB
 from explorer.hooks import HookPoint
 from explorer.layers import Conv2d, MultiheadAttention
@@ -85,11 +86,7 @@ class CrossModalConfig:
     def __post_init__(self) -> None:
         for name, low, high in (("image_size", 32, 96), ("embed", 4, 1024), ("heads", 1, 64), ("layers", 1, 8),
                                 ("vocab", 2, 100_000), ("answers", 2, 100_000), ("max_query", 1, 512)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if not low <= value <= high:
-                raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+            check_int(name, getattr(self, name), low, high)
         if self.image_size % _STRIDE:
             raise ValueError(f"image_size must be a multiple of {_STRIDE}, got {self.image_size}")
         if self.embed % self.heads:
@@ -127,8 +124,7 @@ class CrossModalModel(nn.Module):
     def __init__(self, config: CrossModalConfig | None = None) -> None:
         super().__init__()
         config = CrossModalConfig() if config is None else config
-        if not isinstance(config, CrossModalConfig):
-            raise TypeError(f"config must be a CrossModalConfig, got {type(config).__name__}")
+        check_type("config", config, CrossModalConfig, "a CrossModalConfig")
         self.config = config
         e = config.embed
         self.stem = nn.Sequential(OrderedDict([
@@ -170,12 +166,10 @@ class CrossModalModel(nn.Module):
             ``[batch, answers]`` logits over :data:`explorer.data.shapes.ANSWERS`.
         """
         size = self.config.image_size
-        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-            raise TypeError(f"images must be a floating-point tensor, got {getattr(images, 'dtype', type(images))}")
+        check_tensor("images", images, f"(batch, 3, {size}, {size})", dtype="float")
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
             raise ValueError(f"images must have shape (batch, 3, {size}, {size}), got {tuple(images.shape)}")
-        if not isinstance(query_ids, torch.Tensor) or query_ids.dtype != torch.long:
-            raise TypeError(f"query_ids must be an int64 tensor, got {getattr(query_ids, 'dtype', type(query_ids))}")
+        check_tensor("query_ids", query_ids, "(batch, token)", dtype=torch.long)
         if query_ids.ndim != 2 or query_ids.shape[0] != images.shape[0]:
             raise ValueError(f"query_ids must have shape (batch={images.shape[0]}, token), "
                              f"got {tuple(query_ids.shape)}")

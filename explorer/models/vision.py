@@ -51,6 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from explorer._checks import check_bool, check_choice, check_int, check_tensor, check_type
 from explorer.hooks import HookPoint, record
 from explorer.layers import Conv2d, MaxPool2d, MultiheadAttention
 
@@ -68,26 +69,13 @@ POOLINGS = ("cls", "mean")
 # --- configs ----------------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return value
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
 def _check_channels(name: str, value: object, length: int | None = None) -> None:
     what = f"a tuple of {length} ints in [1, 512]" if length else "a non-empty tuple of ints in [1, 512]"
-    if not isinstance(value, tuple) or not value or (length is not None and len(value) != length):
+    check_type(name, value, tuple, what)
+    if not value or (length is not None and len(value) != length):
         raise ValueError(f"{name} must be {what}, got {value!r}")
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= 512:
-            raise ValueError(f"{name} must be {what}, got {value!r}")
+    for i, item in enumerate(value):
+        check_int(f"{name}[{i}]", item, 1, 512)
 
 
 @dataclass(frozen=True)
@@ -104,15 +92,14 @@ class CNNConfig:
                                                # equivariant to circular shifts)
 
     def __post_init__(self) -> None:
-        _check_int("in_channels", self.in_channels, 1, 64)
-        _check_int("num_classes", self.num_classes, 2, 10_000)
-        _check_int("image_size", self.image_size, 4, 256)
+        check_int("in_channels", self.in_channels, 1, 64)
+        check_int("num_classes", self.num_classes, 2, 10_000)
+        check_int("image_size", self.image_size, 4, 256)
         _check_channels("channels", self.channels)
         if len(self.channels) > 8:
             raise ValueError(f"channels must hold 1..8 convs, got {len(self.channels)}")
-        if not isinstance(self.pool, bool):
-            raise TypeError(f"pool must be a bool, got {type(self.pool).__name__}")
-        _check_choice("padding_mode", self.padding_mode, PADDING_MODES)
+        check_bool("pool", self.pool)
+        check_choice("padding_mode", self.padding_mode, PADDING_MODES)
 
 
 @dataclass(frozen=True)
@@ -123,7 +110,7 @@ class SECNNConfig(CNNConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_int("reduction", self.reduction, 1, 512)
+        check_int("reduction", self.reduction, 1, 512)
 
 
 @dataclass(frozen=True)
@@ -142,20 +129,20 @@ class ViTConfig:
     pooling: str = "cls"       # "cls": read out a [CLS] token; "mean": average the patch tokens
 
     def __post_init__(self) -> None:
-        _check_int("in_channels", self.in_channels, 1, 64)
-        _check_int("num_classes", self.num_classes, 2, 10_000)
-        _check_int("patch", self.patch, 1, 64)
-        _check_int("image_size", self.image_size, self.patch, 256)
+        check_int("in_channels", self.in_channels, 1, 64)
+        check_int("num_classes", self.num_classes, 2, 10_000)
+        check_int("patch", self.patch, 1, 64)
+        check_int("image_size", self.image_size, self.patch, 256)
         if self.image_size % self.patch:
             raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch ({self.patch})")
-        _check_int("embed", self.embed, 1, 1024)
-        _check_int("heads", self.heads, 1, 64)
+        check_int("embed", self.embed, 1, 1024)
+        check_int("heads", self.heads, 1, 64)
         if self.embed % self.heads:
             raise ValueError(f"embed ({self.embed}) must be divisible by heads ({self.heads})")
-        _check_int("depth", self.depth, 1, 24)
-        _check_int("mlp_ratio", self.mlp_ratio, 1, 16)
-        _check_choice("positions", self.positions, POSITIONS)
-        _check_choice("pooling", self.pooling, POOLINGS)
+        check_int("depth", self.depth, 1, 24)
+        check_int("mlp_ratio", self.mlp_ratio, 1, 16)
+        check_choice("positions", self.positions, POSITIONS)
+        check_choice("pooling", self.pooling, POOLINGS)
 
 
 @dataclass(frozen=True)
@@ -190,11 +177,7 @@ def _make_config(cls: type, config: object, options: dict[str, Any]) -> Any:
 def _check_images(images: object, in_channels: int, size: int, dtype: torch.dtype) -> torch.Tensor:
     """``images`` converted to the model's ``dtype`` if it is a floating ``[B, in_channels, size, size]`` tensor."""
     expected = f"(batch, {in_channels}, {size}, {size})"
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a floating-point torch.Tensor of shape {expected}, "
-                        f"got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor of shape {expected}, got dtype {images.dtype}")
+    check_tensor("images", images, expected, dtype="float")
     if images.ndim != 4 or tuple(images.shape[1:]) != (in_channels, size, size):
         raise ValueError(f"images must have shape {expected}, got {tuple(images.shape)}")
     return images.to(dtype)
@@ -476,12 +459,9 @@ def build_vision_model(name: str, *, seed: int | None = None, **options: Any) ->
     Returns:
         The model, in training mode (no layer behaves differently in eval mode).
     """
-    if not isinstance(name, str) or name not in _CLASSES:
-        raise ValueError(f"name must be one of {VISION_MODELS}, got {name!r}")
-    if seed is None:
+    check_choice("name", name, VISION_MODELS)
+    if check_int("seed", seed, optional=True) is None:
         return _CLASSES[name](**options)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _CLASSES[name](**options)
@@ -536,8 +516,7 @@ def weight_sharing_table(model: nn.Module, images: torch.Tensor) -> list[dict[st
         One dict per layer (see :func:`_layers` for what a layer is): ``layer`` (module path), ``type``,
         ``learned`` (its parameters, ``sum(p.numel())``), ``computed_per_input`` (weights computed per image).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_type("model", model, nn.Module, "an nn.Module")
     if not isinstance(images, torch.Tensor) or images.ndim < 1 or images.shape[0] < 1:
         raise ValueError("images must be a tensor holding a batch of at least one image")
     layers = _layers(model)

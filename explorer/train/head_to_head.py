@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import explorer
+from explorer._checks import check_choice
 from explorer.analysis.equivariance import SHIFT_MODES, equivariance_report
 from explorer.data.digits import digits_dataset, digits_indices
 from explorer.guard import RequestRefused, human_bytes, memory_budget
@@ -107,9 +108,7 @@ def default_head_to_head_dir() -> Path:
 
 
 def _check_name(name: object) -> str:
-    if not isinstance(name, str) or name not in MODELS:
-        raise ValueError(f"name must be one of {tuple(MODELS)}, got {name!r}")
-    return name
+    return check_choice("name", name, tuple(MODELS))  # type: ignore[return-value]
 
 
 def _build(name: str, seed: int | None = None) -> nn.Module:
@@ -682,8 +681,7 @@ def load_results(experiment: str, folder: str | Path | None = None) -> dict[str,
     Raises:
         ValueError: unknown ``experiment`` or an unreadable file. FileNotFoundError: not run yet (says the command).
     """
-    if not isinstance(experiment, str) or experiment not in EXPERIMENTS:
-        raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+    check_choice("experiment", experiment, EXPERIMENTS)
     folder = default_head_to_head_dir() if folder is None else Path(folder)
     path = folder / RESULT_FILES[experiment]
     if not path.is_file():
@@ -1066,8 +1064,7 @@ def load_head_to_head(name: str, folder: str | Path | None = None,
     from safetensors.torch import load_file
 
     name = _check_name(name)
-    if experiment not in ("equivariance", "ood_position"):
-        raise ValueError(f"experiment must be 'equivariance' or 'ood_position', got {experiment!r}")
+    check_choice("experiment", experiment, ("equivariance", "ood_position"))
     folder = default_head_to_head_dir() if folder is None else Path(folder)
     card = load_results("equivariance", folder)
     try:
@@ -1102,8 +1099,7 @@ def run_experiment(experiment: str, out: Path | None = None, seeds: list[int] | 
     ``epochs`` None means the experiment's own default: :data:`OOD_EPOCHS` for ``ood_position``, :data:`EPOCHS` for
     the others. ``data_efficiency`` and ``ood_position`` run in two worker processes.
     """
-    if experiment not in EXPERIMENTS:
-        raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+    check_choice("experiment", experiment, EXPERIMENTS)
     if epochs is None:
         epochs = OOD_EPOCHS if experiment == "ood_position" else EPOCHS
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:

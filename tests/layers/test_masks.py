@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from explorer.masks import (
+    Full,
     Mask,
+    SlidingWindow,
     block_sparse,
     causal,
     dilated_window,
@@ -200,3 +202,125 @@ def test_band_of_reads_the_fields_a_fused_kernel_takes():
         assert torch.equal(rebuilt.dense(23, 23), expected.dense(23, 23))
     for mask in (dilated_window(3, 2), block_sparse(4), causal() & sliding_window(3), causal() | full()):
         assert band_of(mask) is None
+
+
+# --- bands: every mask answers for its own window ------------------------------------------------------------------
+
+WINDOWS = [1, 2, 3, 4, 5, 8, 9, 16, 128]
+LENGTHS = [1, 2, 3, 7, 16, 33, 130]
+
+
+def closed_form_keys(i, n, window, is_causal):
+    """Keys query i sees in a sequence of n, from the documented convention: the causal window is the query and the
+    window - 1 keys before it; the centred one has (window - 1) // 2 keys before and window // 2 after."""
+    if is_causal:
+        return min(i + 1, window)
+    before, after = (window - 1) // 2, window // 2
+    return min(i, before) + 1 + min(n - 1 - i, after)
+
+
+def keys_in_band(band, n):
+    """LongTensor [query]: how many keys of 0..n-1 lie in the band of each query, counted from the offsets alone."""
+    offset = torch.arange(n)[None, :] - torch.arange(n)[:, None]  # (query, key): key - query
+    inside = offset % band.step == 0
+    if band.low is not None:
+        inside &= offset >= band.low
+    if band.high is not None:
+        inside &= offset <= band.high
+    return inside.sum(dim=1)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("window", WINDOWS)
+def test_keys_per_query_dense_band_and_closed_form_agree(window, is_causal):
+    from explorer.masks import window_offsets
+
+    low, high = window_offsets(window, is_causal)
+    assert high - low + 1 == window and low <= 0 <= high
+    mask = sliding_window(window, causal=is_causal)
+    for n in LENGTHS:
+        expected = torch.tensor([closed_form_keys(i, n, window, is_causal) for i in range(n)])
+        assert torch.equal(mask.dense(n, n).sum(dim=1), expected), (window, is_causal, n)
+        assert torch.equal(keys_in_band(mask.band(), n), expected), (window, is_causal, n)
+        if window <= n and not is_causal:  # the cost model's pair count (explorer.analysis.cost), exact integers
+            before, after = (window - 1) // 2, window // 2
+            assert int(expected.sum()) == n * window - before * (before + 1) // 2 - after * (after + 1) // 2
+        if n >= window:  # away from the ends a query sees exactly `window` keys
+            assert int(expected.max()) == window
+
+
+def test_band_reproduces_the_dense_mask():
+    from explorer.masks import Band
+
+    masks = [full(), causal(), sliding_window(1), sliding_window(6), sliding_window(5, causal=True),
+             dilated_window(3, 2), dilated_window(4, 3), dilated_window(3, 2, causal=True), dilated_window(5, 1)]
+    for mask in masks:
+        band = mask.band()
+        assert isinstance(band, Band)
+        for n_query, n_key in [(1, 1), (9, 9), (6, 11), (11, 6)]:
+            offset = torch.arange(n_key)[None, :] - torch.arange(n_query)[:, None]
+            rebuilt = offset % band.step == 0
+            if band.low is not None:
+                rebuilt &= offset >= band.low
+            if band.high is not None:
+                rebuilt &= offset <= band.high
+            assert torch.equal(rebuilt, mask.dense(n_query, n_key)), (mask, n_query, n_key)
+    assert full().band() == Band(None, None, 1)
+    assert causal().band() == Band(None, 0, 1)
+    assert sliding_window(4).band() == Band(-1, 2, 1)
+    assert sliding_window(4, causal=True).band() == Band(-3, 0, 1)
+    assert dilated_window(3, 2).band() == Band(-2, 2, 2)
+
+
+def test_masks_without_a_band_say_so():
+    masks = [block_sparse(4), block_sparse(4, ()), from_callable(lambda q, k: q == k), causal() & sliding_window(3),
+             causal() | full()]
+    for mask in masks:
+        assert mask.band() is None and mask.kernel_band() is None and not mask.fused_support
+
+
+class _Shifted(SlidingWindow):
+    """A subclass that changes the rule: it must not inherit the parent's band or kernel support."""
+
+    def __call__(self, query, key):
+        return super().__call__(query, key - 1)
+
+
+class _Relabelled(Full):
+    """A subclass that keeps the rule but does not declare a band: it gets none (every class answers for itself)."""
+
+
+def test_fused_support_is_true_exactly_for_full_causal_and_sliding_window():
+    supported = [full(), causal(), sliding_window(1), sliding_window(4), sliding_window(4, causal=True)]
+    others = [dilated_window(3, 1), dilated_window(3, 2), block_sparse(2), from_callable(lambda q, k: q >= k),
+              causal() & full(), full() | causal(), _Shifted(3), _Relabelled()]
+    for mask in supported:
+        assert mask.fused_support, mask
+    for mask in others:
+        assert not mask.fused_support, mask
+        assert mask.kernel_band() is None, mask
+    assert _Shifted(3).band() is None  # its parent's band would be wrong for it
+    assert not torch.equal(_Shifted(3).dense(5, 5), sliding_window(3).dense(5, 5))
+
+
+def test_band_of_is_the_masks_own_answer():
+    from explorer.masks import band_of
+
+    masks = [full(), causal(), sliding_window(5), sliding_window(6), sliding_window(4, causal=True),
+             dilated_window(3, 2), block_sparse(4), causal() & sliding_window(3), _Shifted(3)]
+    for mask in masks:
+        assert band_of(mask) == mask.kernel_band()
+    assert full().kernel_band() == (False, None)
+    assert causal().kernel_band() == (True, None)
+    assert sliding_window(6, causal=True).kernel_band() == (True, 6)
+    assert band_of(None) == (False, None)  # no mask
+    assert band_of(torch.ones(3, 3, dtype=torch.bool)) is None  # a dense matrix: the fused kernel cannot take it
+
+
+@pytest.mark.parametrize("window, is_causal, error", [(0, False, ValueError), (2.0, False, TypeError),
+                                                      (True, False, TypeError), (3, 1, TypeError)])
+def test_window_offsets_checks_its_arguments(window, is_causal, error):
+    from explorer.masks import window_offsets
+
+    with pytest.raises(error, match="window" if window != 3 else "causal"):
+        window_offsets(window, is_causal)
