@@ -1,7 +1,7 @@
 """The Voila dashboard: one tab per app, each app built when its tab is first opened.
 
 ``notebooks/dashboard.ipynb`` only calls :func:`dashboard`. Building every app at kernel start cost every visitor
-the attention tab's pretrained model and all four apps' figures before the first plot; now the first tab is built
+the attention tab's pretrained model and all the apps' figures before the first plot; now the first tab is built
 at once and each other tab on first selection (its module imported then too).
 """
 
@@ -32,6 +32,7 @@ TABS = [
     ("Cross-modal", _lazy("explorer.apps.cross_modal", "CrossModalApp")),
     ("Cost scaling", _lazy("explorer.apps.cost_scaling", "CostScalingApp")),
     ("Head to head", _lazy("explorer.apps.head_to_head", "HeadToHeadApp")),
+    ("Long range", _lazy("explorer.apps.long_range", "LongRangeApp")),
 ]
 LOADING = "<div class='dash-loading' style='padding:12px;color:#555'>Loading this tab …</div>"
 

@@ -36,6 +36,7 @@ MESSAGES = {
     "CrossModalApp": ("message", "xm-error"),
     "CostScalingApp": ("status", "cost-error"),
     "HeadToHeadApp": ("message", "h2h-error"),
+    "LongRangeApp": ("message", "lr-error"),
 }
 # What ipywidgets' own catch-alls log when an exception reaches them (``_show_traceback``, ``CallbackDispatcher``).
 CATCH_ALL = ("Exception in widget method", "Exception in callback")
@@ -395,5 +396,10 @@ def test_every_app_still_answers_afterwards(dash, index, no_catch_all):
         update(app.index, {"value": 7})
         assert app.model.value == "vit" and app.result.kind == "attention" and app.label == int(app.labels[7])
         assert b.css not in b.message.value
+    elif name == "LongRangeApp":
+        update(app.distance, {"value": 100})
+        update(app.head, {"index": 2})  # head 2
+        assert "data-distance='100'" in app.status.value and app.head.value == 1
+        assert abs(float(app.attention_row.sum()) - 1) < 1e-5 and b.css not in b.message.value
     else:
         raise AssertionError(f"add a legitimate change of {name} to this test")

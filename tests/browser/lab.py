@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tests.browser.conftest import SLOW_INIT
@@ -231,3 +233,30 @@ def wait_rendered(nb: LabNotebook, expected: Counter, timeout: float = 60.0) -> 
                 or time.monotonic() > deadline):
             return seen
         nb.page.wait_for_timeout(250)
+
+
+@contextmanager
+def app_notebook(browser, app: str, name: str, ready: str, label: str, width: int = 1280) -> Iterator[LabNotebook]:
+    """A fresh JupyterLab with one scratch notebook ``name`` whose only cell displays ``explorer.apps.<app>()``,
+    opened at ``width`` and run; yields once ``ready`` (a selector) is visible; the page and the server are always
+    closed. Timings go to ``TIMINGS`` under ``"<label> (lab): ..."``."""
+    from tests.browser.conftest import TIMINGS
+    from tests.browser.lab_server import lab_server
+
+    with lab_server() as server:
+        cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                "source": [f"from explorer.apps import {app}\n", f"{app}()"]}
+        notebook = {"cells": [cell], "nbformat": 4, "nbformat_minor": 5,
+                    "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                                "name": "python3"}}}
+        (server.root / name).write_text(json.dumps(notebook))
+        start = time.perf_counter()
+        nb = open_notebook(browser, server, name, width=width)
+        TIMINGS[f"{label} (lab): open to idle kernel (s)"] = time.perf_counter() - start
+        try:
+            nb.run_all(timeout=120_000)
+            nb.page.wait_for_selector(f"{ready} .main-svg", state="visible", timeout=60_000)
+            TIMINGS[f"{label} (lab): Run All to last output (s)"] = nb.run_seconds
+            yield nb
+        finally:
+            nb.close()

@@ -5,7 +5,6 @@ probabilities and maps, no console errors, and the layout fits at 1280 and 1920 
 from __future__ import annotations
 
 import functools
-import json
 import time
 
 import numpy as np
@@ -20,8 +19,7 @@ from explorer.train.head_to_head import load_head_to_head
 from explorer.viz.cross_modal import normalise
 from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
 from tests.browser.dashboard_server import ROOT
-from tests.browser.lab import LAB_KNOWN_OFFLINE, layout_problems, open_notebook
-from tests.browser.lab_server import lab_server
+from tests.browser.lab import LAB_KNOWN_OFFLINE, app_notebook, layout_problems
 
 pytestmark = pytest.mark.browser
 
@@ -140,23 +138,8 @@ def test_voila_tab_draws_the_library_numbers_and_fits(dashboard_page):
 @pytest.fixture(scope="module")
 def lab_page(browser):
     """A scratch notebook displaying ``HeadToHeadApp()`` in a fresh JupyterLab, all cells run."""
-    with lab_server() as server:
-        cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-                "source": ["from explorer.apps import HeadToHeadApp\n", "HeadToHeadApp()"]}
-        notebook = {"cells": [cell], "nbformat": 4, "nbformat_minor": 5,
-                    "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                                "name": "python3"}}}
-        (server.root / SCRATCH).write_text(json.dumps(notebook))
-        start = time.perf_counter()
-        nb = open_notebook(browser, server, SCRATCH, width=WIDTHS[0])
-        TIMINGS["head to head (lab): open to idle kernel (s)"] = time.perf_counter() - start
-        try:
-            nb.run_all(timeout=120_000)
-            nb.page.wait_for_selector(f"{FIGURE} .main-svg", state="visible", timeout=60_000)
-            TIMINGS["head to head (lab): Run All to last output (s)"] = nb.run_seconds
-            yield nb
-        finally:
-            nb.close()
+    with app_notebook(browser, "HeadToHeadApp", SCRATCH, FIGURE, "head to head", width=WIDTHS[0]) as nb:
+        yield nb
 
 
 def test_lab_notebook_draws_the_library_numbers_and_fits(lab_page):

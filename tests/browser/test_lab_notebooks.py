@@ -34,14 +34,16 @@ from tests.browser.lab_server import lab_server
 from tests.browser.test_attention_tab import _patterns, _wait_title, _z
 from tests.browser.test_cross_modal_tab import _wait_overlay, _wait_seed
 from tests.browser.test_dashboard import _rf_size, add_layers_and_wait
+from tests.browser.test_long_range_tab import _wait_library as _wait_long_range
 
 pytestmark = pytest.mark.browser
 
 NOTEBOOKS = ["01_receptive_fields.ipynb", "02_attention_maps.ipynb", "03_cross_modal_attention.ipynb",
-             "04_cost_scaling.ipynb", "05_head_to_head.ipynb", "07_attention_as_convolution.ipynb", "dashboard.ipynb"]
+             "04_cost_scaling.ipynb", "05_head_to_head.ipynb", "06_long_range.ipynb", "07_attention_as_convolution.ipynb",
+             "dashboard.ipynb"]
 WIDTHS = (1280, 1920)
 ARTIFACTS = ROOT / "tests" / "browser" / "_artifacts" / "lab"
-APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .h2h-app, .explorer-dashboard"
+APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .h2h-app, .lr-app, .explorer-dashboard"
 
 # Where each kind of ipywidgets view shows in the page (the class its view puts on its element).
 VIEW_SELECTORS = {
@@ -134,7 +136,8 @@ def test_app_interaction_draws_library_numbers(notebook):
     nb = notebook
     interact = {"01_receptive_fields.ipynb": _receptive_field, "02_attention_maps.ipynb": _attention,
                 "03_cross_modal_attention.ipynb": _cross_modal, "04_cost_scaling.ipynb": _cost,
-                "05_head_to_head.ipynb": _head_to_head, "07_attention_as_convolution.ipynb": _shift_heads,
+                "05_head_to_head.ipynb": _head_to_head, "06_long_range.ipynb": _long_range,
+                "07_attention_as_convolution.ipynb": _shift_heads,
                 "dashboard.ipynb": _receptive_field}[nb.name]
     start = time.perf_counter()
     interact(nb.page)
@@ -219,6 +222,16 @@ def _head_to_head(page) -> None:
     torch.testing.assert_close(overlay, reference, atol=1e-4, rtol=0)  # fp32 through JSON, IG in two processes
     shares = page.locator(".h2h-share-line").inner_text()
     assert f"{expected.on_digit['rollout']:.0%}" in shares, shares
+
+
+def _long_range(page) -> None:
+    """Lesson 06's app (distance 12, seed 1): the page shows the shipped models' answers and the recorded attention
+    row; "New example" draws seed 2, and the page follows with the library's numbers again."""
+    page.wait_for_selector(".lr-sequence.js-plotly-plot .main-svg", state="visible", timeout=60_000)
+    _wait_long_range(page, 12, 1)
+    page.locator("button.lr-next").click()
+    _wait_long_range(page, 12, 2)
+    assert page.locator(".lr-error").count() == 0
 
 
 def _shift_heads(page) -> None:
