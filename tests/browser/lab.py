@@ -41,11 +41,19 @@ _RUN_ALL = f"""async () => {{
     await app.commands.execute('notebook:run-all-cells');
 }}"""
 
+# Done: the kernel is idle, no cell is queued or running, and every code cell ran -- or one of them failed (Run All
+# then stops, and the cells after it never run: the test fails at once on the error instead of at the timeout).
 _DONE = f"""() => {{
     const nb = {_CURRENT};
     const cells = nb.content.widgets.filter(c => c.model.type === 'code');
+    const failed = cells.some(c => {{
+        const outputs = c.model.outputs;
+        for (let i = 0; i < outputs.length; i++) if (outputs.get(i).toJSON().output_type === 'error') return true;
+        return false;
+    }});
     return nb.sessionContext.session.kernel.status === 'idle'
-        && cells.every(c => c.model.executionCount !== null && c.promptNode.textContent.indexOf('*') < 0);
+        && cells.every(c => c.promptNode.textContent.indexOf('*') < 0)
+        && (failed || cells.every(c => c.model.executionCount !== null));
 }}"""
 
 # Every output of every code cell: its type, stream name, text (errors: name and value), widget model id.
