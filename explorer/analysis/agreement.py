@@ -75,13 +75,11 @@ import math
 import numbers
 import platform
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +87,8 @@ import numpy as np
 import torch
 
 import explorer
-from explorer._checks import check_choice, check_int, check_real, check_type
+from explorer._checks import check_choice, check_int, check_real, check_tensor, check_type
+from explorer._provenance import git_commit
 
 __all__ = [
     "MEASURES", "IG_STEPS", "DEFAULT_N", "VIT_K", "MINILM_K", "VIT_GRAY", "MODELS", "ModelMaps",
@@ -236,47 +235,11 @@ def top_k_overlap(a: object, b: object, k: int) -> float:
 
 def random_top_k(n: int, k: int) -> float:
     """Expected top-``k`` overlap of two independent uniformly random rankings of ``n`` units: ``k / n``."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    return check_int("k", k, 1, int(n), integral=True, note="the number of ranked units") / int(n)
+    n = check_int("n", n, 1, integral=True, note="the number of ranked units")
+    return check_int("k", k, 1, n, integral=True, note="at most the number of ranked units") / n
 
 
 # --- intervals ----------------------------------------------------------------------------------------------------
-
-
-def _t_central_mass(t: float, df: int) -> float:
-    """``P(|T| <= t)`` for Student's t with ``df`` degrees of freedom (Abramowitz & Stegun 26.7.3-4, exact sums)."""
-    theta = math.atan(t / math.sqrt(df))
-    c2 = math.cos(theta) ** 2
-    total, term = 1.0, 1.0
-    if df % 2:
-        if df == 1:
-            return 2.0 * theta / math.pi
-        for j in range(1, (df - 3) // 2 + 1):
-            term *= 2.0 * j / (2.0 * j + 1.0) * c2
-            total += term
-        return 2.0 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
-    for j in range(1, (df - 2) // 2 + 1):
-        term *= (2.0 * j - 1.0) / (2.0 * j) * c2
-        total += term
-    return math.sin(theta) * total
-
-
-@lru_cache(maxsize=None)
-def _t_quantile(level: float, df: int) -> float:
-    """The ``t`` with ``P(|T| <= t) = level`` (the two-sided quantile), by bisection to float precision."""
-    low, high = 0.0, 1.0
-    while _t_central_mass(high, df) < level:
-        low, high = high, 2.0 * high
-    for _ in range(200):
-        middle = 0.5 * (low + high)
-        if middle in (low, high):
-            break
-        if _t_central_mass(middle, df) < level:
-            low = middle
-        else:
-            high = middle
-    return 0.5 * (low + high)
 
 
 def interval(values: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
@@ -284,14 +247,15 @@ def interval(values: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
 
     Args:
         values: one number per input (non-empty, finite).
-        level: coverage in (0, 1).
+        level: coverage in (0, 1); the quantile is ``scipy.stats.t.ppf``.
 
     Returns:
         ``{"mean", "std", "ci95": [low, high], "n"}`` (``ci95`` holds the ``level`` interval; ``[mean, mean]`` and
         std 0 for a single value).
     """
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    from scipy import stats  # scikit-learn's dependency; imported here, as interval is the only user
+
+    level = check_real("level", level, 0, 1, low_open=True, high_open=True, note="the coverage")
     if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
         raise TypeError(f"values must be a sequence of numbers, got {type(values).__name__}")
     x = np.asarray(values, dtype=np.float64)
@@ -302,7 +266,7 @@ def interval(values: Sequence[float], level: float = LEVEL) -> dict[str, Any]:
     n = int(x.size)
     mean = float(x.mean())
     std = float(x.std(ddof=1)) if n > 1 else 0.0
-    half = _t_quantile(float(level), n - 1) * std / math.sqrt(n) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n) if n > 1 else 0.0
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
 
 
@@ -362,10 +326,11 @@ def _rows(name: str, maps: object, boolean: bool = False) -> list[np.ndarray]:
 
 
 def _batch(maps: object, reference: object, keep: object, other: str = "reference",
-           minimum: int = 2) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Rows of ``maps`` and ``reference`` (same shapes), restricted to ``keep``; ValueError on an empty input."""
+           minimum: int = 2, boolean: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Rows of ``maps`` and ``reference`` (same shapes; ``reference`` boolean when ``boolean``), restricted to
+    ``keep``; ValueError on an empty input."""
     a = _rows("maps", maps)
-    b = _rows(other, reference, boolean=other == "targets")
+    b = _rows(other, reference, boolean=boolean)
     if len(b) != len(a):
         raise ValueError(f"{other} must have one row per input of maps ({len(a)}), got {len(b)}")
     for i, (x, y) in enumerate(zip(a, b)):
@@ -427,7 +392,7 @@ def agreement(maps: object, reference: object, k: int, keep: object = None) -> d
         "spearman": {**_summary(rho), "ceiling": ceiling["spearman"]},
         "kendall": {**_summary(tau), "ceiling": ceiling["kendall"]},
         "top_k": {**_summary(top), "ceiling": ceiling["top_k"], "k": k,
-                  "random": _round(float(np.mean([k / n for n in sizes])))},
+                  "random": _round(float(np.mean([random_top_k(n, k) for n in sizes])))},
         "n_units": sizes,
     }
 
@@ -442,7 +407,7 @@ def pointing(maps: object, targets: object, keep: object = None) -> dict[str, An
     Returns:
         ``{"mean", "std", "ci95", "n", "n_undefined", "values", "random"}``.
     """
-    a, hits = _batch(maps, targets, keep, other="targets", minimum=1)
+    a, hits = _batch(maps, targets, keep, other="targets", minimum=1, boolean=True)
     values = []
     for x, target in zip(a, hits):
         top = x == x.max()
@@ -463,10 +428,8 @@ def gradient_weighted_attention(patterns: torch.Tensor, gradients: torch.Tensor)
     Returns:
         ``[..., query, key]``.
     """
-    if not isinstance(patterns, torch.Tensor) or not isinstance(gradients, torch.Tensor):
-        raise TypeError("patterns and gradients must be tensors [..., head, query, key]")
-    if patterns.ndim < 3:
-        raise ValueError(f"patterns must be [..., head, query, key], got shape {tuple(patterns.shape)}")
+    check_tensor("patterns", patterns, "[..., head, query, key]", min_ndim=3)
+    check_tensor("gradients", gradients, "[..., head, query, key]")
     if gradients.shape != patterns.shape:
         raise ValueError(f"gradients must have the shape of patterns {tuple(patterns.shape)}, got "
                          f"{tuple(gradients.shape)}")
@@ -482,8 +445,9 @@ def gradient_rollout(weighted: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[..., token, token]``: row ``i`` is the relevance of every input token for the output at ``i``.
     """
-    if not isinstance(weighted, torch.Tensor) or weighted.ndim < 3 or weighted.shape[-1] != weighted.shape[-2]:
-        raise ValueError("weighted must be a tensor [layer, ..., token, token]")
+    check_tensor("weighted", weighted, "[layer, ..., token, token]", min_ndim=3)
+    if weighted.shape[-1] != weighted.shape[-2]:
+        raise ValueError(f"weighted must be square in its last two dims [token, token], got {tuple(weighted.shape)}")
     n = weighted.shape[-1]
     relevance = torch.eye(n, dtype=weighted.dtype, device=weighted.device).expand(weighted.shape[1:]).clone()
     for layer in weighted:
@@ -704,6 +668,7 @@ def minilm_maps(pairs: Sequence[Any], pretrained: Any = None, steps: int = IG_ST
         ``ig_zero``, ``ig_net``; targets: the shared word's tokens.
     """
     from explorer.analysis.attention import attention_rollout
+    from explorer.analysis.looks_at import _evaluating
     from explorer.hooks import record
     from explorer.models import load_pretrained
 
@@ -726,9 +691,7 @@ def minilm_maps(pairs: Sequence[Any], pretrained: Any = None, steps: int = IG_ST
     keep, targets, inputs = [], [], []
     seconds = {"attention_maps": 0.0, PRIMARY: 0.0, "ig_zero": 0.0}
     model = pretrained.model
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
+    with _evaluating(model):  # eval mode, every submodule's flag restored afterwards
         for index, (a, b, shared) in enumerate(checked):
             start = time.perf_counter()
             target = PairSimilarity(pretrained, a, b)
@@ -770,9 +733,6 @@ def minilm_maps(pairs: Sequence[Any], pretrained: Any = None, steps: int = IG_ST
                            "similarity": float(similarity.detach()[0])})
             if progress is not None and (index + 1) % 20 == 0:
                 progress(f"minilm: {index + 1}/{len(checked)} pairs")
-    finally:
-        for module, flag in flags:
-            module.training = flag
     as_rows = {name: [row.detach().to(torch.float64).numpy() for row in rows] for name, rows in maps.items()}
     refs = {name: [row.to(torch.float64).numpy() for row in rows] for name, rows in references.items()}
     return ModelMaps(maps=as_rows, references=refs, keep=keep, targets=targets, ig=ig, inputs=inputs,
@@ -816,23 +776,10 @@ def _ig_summary(run: dict[str, Any]) -> dict[str, Any]:
             "mean_abs_gap": float(gaps.mean())}
 
 
-def _git_commit() -> str | None:
-    root = Path(explorer.__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode:
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def _metadata(command: str) -> dict[str, Any]:
     import captum
 
-    return {"command": command, "git_commit": _git_commit(),
+    return {"command": command, "git_commit": git_commit(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "torch_version": torch.__version__, "captum_version": captum.__version__,
             "numpy_version": np.__version__, "python_version": platform.python_version(),
@@ -915,8 +862,7 @@ def run(out: str | Path | None = None, n: int = DEFAULT_N, steps: int | None = N
     Returns:
         The result dict written to ``agreement.json``.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= 450:
-        raise ValueError(f"n must be an int in [2, 450] (inputs per model), got {n!r}")
+    check_int("n", n, 2, 450, note="inputs per model")
     if steps is None:
         per_model = dict(IG_STEPS)
     else:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from explorer._checks import check_choice, check_positive_int, check_type
+from explorer.layers.lsh_attention import lsh_chunks
 from explorer.masks import window_offsets
 
 __all__ = ["OPS", "Cost", "cost", "cost_table", "attention_matrix_bytes"]
@@ -251,11 +252,8 @@ def lsh_pairs(n: int, chunk: int) -> int:
     Example: ``n = 10, chunk = 4`` -> ``m = 3`` chunks of 4 (12 slots, 2 padding), ``K = 8``: ``96`` slots.
     ``n = 10, chunk = 16`` -> one chunk of 10: ``100`` (dense).
     """
-    check_positive_int("n", n)
-    check_positive_int("chunk", chunk)
-    c = min(chunk, n)
-    m = -(-n // c)
-    return m * c * (2 * c if m > 1 else c)
+    c, m, keys = lsh_chunks(n, chunk)  # the layer's own chunking (checks n and chunk)
+    return m * c * keys
 
 
 def _lsh_attention(n: int, d: int, heads: int, batch: int, s: int, n_buckets: int, n_rounds: int,
@@ -288,11 +286,9 @@ def _lsh_attention(n: int, d: int, heads: int, batch: int, s: int, n_buckets: in
     same plus the read of the random rotations (``R h n_buckets / 2``, regenerated per call like a weight).
     """
     h = d // heads
-    c = min(chunk, n)
-    m = -(-n // c)
+    c, m, keys = lsh_chunks(n, chunk)
     n_pad = m * c
-    keys = 2 * c if m > 1 else c
-    pairs = lsh_pairs(n, chunk)  # n_pad * keys
+    pairs = n_pad * keys  # lsh_pairs(n, chunk)
     hashing = batch * n * d * n_buckets * n_rounds if n_buckets > 1 else 0
     core = n_rounds * (4 * batch * d * pairs + SOFTMAX_FLOPS_PER_SCORE * batch * heads * pairs)
     extra = 0

@@ -445,8 +445,8 @@ def equivariance_report(
         images = images.to(device=parameter.device, dtype=parameter.dtype)
 
     features_fn = getattr(model, "features", None)
-    if features_fn is not None and not callable(features_fn):
-        raise TypeError(f"model.features must be callable, got {type(features_fn).__name__}")
+    if features_fn is not None:
+        check_callable("model.features", features_fn)
 
     rows = []
     with _evaluating(model), torch.no_grad():

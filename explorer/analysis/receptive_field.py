@@ -118,6 +118,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from explorer._checks import check_choice, check_tensor, check_type
 from explorer.layers.geometry import Geometry
 
 __all__ = ["RFLayer", "ReceptiveField", "EffectiveRF", "ZeroGradient", "receptive_field", "effective_receptive_field",
@@ -221,13 +222,7 @@ class RFLayer:
         pos = _int_tuple(position)
         if pos is None or len(pos) != len(self.size):
             raise ValueError(f"position must hold {len(self.size)} ints (one per spatial dim), got {position!r}")
-        result = []
-        for p, j, boxes in zip(pos, self.stride, self.boxes):
-            m, q = divmod(p, len(boxes))
-            shift = m * len(boxes) * j
-            start, end = boxes[q]
-            result.append((start + shift, end + shift))
-        return tuple(result)
+        return tuple(_Dim(j, boxes).box(p) for p, j, boxes in zip(pos, self.stride, self.boxes))
 
 
 @dataclass(frozen=True)
@@ -386,20 +381,11 @@ def _attention_modules() -> tuple[type, ...]:
 _TRANSPARENT = (("explorer.models.vision", "_check_images"),)
 
 
-def _transparent_modules() -> list[tuple[Any, str, Callable]]:
-    """``(module, name, function)`` for the checks of :data:`_TRANSPARENT` whose module is imported (a model that
-    calls one has imported it; nothing is imported here)."""
-    found = []
-    for module_name, attr in _TRANSPARENT:
-        module = sys.modules.get(module_name)
-        fn = getattr(module, attr, None)
-        if callable(fn):
-            found.append((module, attr, fn))
-    return found
-
-
 def _transparent_functions() -> tuple[Callable, ...]:
-    return tuple(fn for _, _, fn in _transparent_modules())
+    """The checks of :data:`_TRANSPARENT` whose module is imported (a model that calls one has imported it; nothing
+    is imported here)."""
+    found = (getattr(sys.modules.get(module_name), attr, None) for module_name, attr in _TRANSPARENT)
+    return tuple(fn for fn in found if callable(fn))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -414,17 +400,18 @@ class _Dim(NamedTuple):
     stride: int
     boxes: tuple[tuple[Num, Num], ...]
 
-    def start(self, t: Num) -> Num:
-        if math.isinf(t):  # -inf: the first position of the input, whatever comes before
-            return t
+    def box(self, t: int) -> tuple[Num, Num]:
+        """The box of output ``t``."""
         m, q = divmod(t, len(self.boxes))
-        return self.boxes[q][0] + m * len(self.boxes) * self.stride
+        shift = m * len(self.boxes) * self.stride
+        start, end = self.boxes[q]
+        return start + shift, end + shift
+
+    def start(self, t: Num) -> Num:
+        return t if math.isinf(t) else self.box(t)[0]  # -inf: the first input position, whatever comes before
 
     def end(self, t: Num) -> Num:
-        if math.isinf(t):
-            return t
-        m, q = divmod(t, len(self.boxes))
-        return self.boxes[q][1] + m * len(self.boxes) * self.stride
+        return t if math.isinf(t) else self.box(t)[1]
 
 
 def _normalise(dim: _Dim) -> _Dim:
@@ -719,12 +706,9 @@ def receptive_field(model: nn.Module, spatial_dims: int = 2, *, input_layout: st
         rf.output.box((0, 0))                 # ((-90, 121), (-90, 121))
         receptive_field(HybridViT()).output.whole_input  # True: full attention sees the whole image
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
-    if input_layout not in ("auto", "channels", "tokens"):
-        raise ValueError(f"input_layout must be 'auto', 'channels' or 'tokens', got {input_layout!r}")
+    check_type("model", model, nn.Module, "an nn.Module")
+    check_choice("spatial_dims", spatial_dims, (1, 2, 3))
+    check_choice("input_layout", input_layout, ("auto", "channels", "tokens"))
     if isinstance(model, _WINDOWED_MODULES + _attention_modules()):  # a lone layer: trace it as a leaf
         model = nn.Sequential(OrderedDict([(type(model).__name__.lower(), model)]))
     try:
@@ -757,8 +741,7 @@ def receptive_field(model: nn.Module, spatial_dims: int = 2, *, input_layout: st
             f"it depends on {[n.name for n in inputs]}"
         )
 
-    analysis = _Analysis(model, spatial_dims)
-    analysis.input_axes = analysis.detect_input_axes(inputs[0], input_layout)
+    analysis = _Analysis(model, spatial_dims, inputs[0], input_layout)
     layers: list[RFLayer] = []
     calls: dict[str, int] = {}
     for node in nodes:
@@ -789,13 +772,13 @@ def receptive_field(model: nn.Module, spatial_dims: int = 2, *, input_layout: st
 class _Analysis:
     """Fields and layouts of the nodes of one traced graph, visited in topological order."""
 
-    def __init__(self, model: nn.Module, ndim: int) -> None:
+    def __init__(self, model: nn.Module, ndim: int, placeholder: fx.Node, input_layout: str) -> None:
         self.model = model
         self.ndim = ndim
         self.values: dict[fx.Node, _Value | _Tuple | None] = {}  # None: does not depend on the input
-        self.input_axes = _grid_axes(ndim)
         self.transparent = _transparent_functions()
         self.attention = _attention_modules()
+        self.input_axes = self._input_axes(placeholder, input_layout)
 
     # --- the input's layout ------------------------------------------------------------------------------------
 
@@ -810,7 +793,8 @@ class _Analysis:
                     or node.target in self.transparent)
         return False
 
-    def detect_input_axes(self, placeholder: fx.Node, input_layout: str) -> tuple[str, ...]:
+    def _input_axes(self, placeholder: fx.Node, input_layout: str) -> tuple[str, ...]:
+        """Axis labels of the model's input, as ``input_layout`` says (``"auto"``: see :func:`receptive_field`)."""
         if input_layout == "channels":
             return _grid_axes(self.ndim)
         if input_layout == "tokens":
@@ -987,10 +971,7 @@ class _Analysis:
         return dims
 
     def _flatten(self, node: fx.Node, name: str, value: _Value, start: Any, end: Any) -> tuple[str, _Value]:
-        rank = len(value.axes)
-        if any(isinstance(d, bool) or not isinstance(d, int) or not -rank <= d < rank for d in (start, end)):
-            raise _unsupported(name, node, self.model, f"flatten dims ({start!r}, {end!r}) of a {rank}-D tensor")
-        start, end = start % rank, end % rank
+        start, end = self._axis_list(node, name, [start, end], len(value.axes))
         merged = value.axes[start:end + 1]
         if len(merged) <= 1:
             return "layout", value
@@ -1277,10 +1258,8 @@ def effective_receptive_field(
             ``[batch, channel, *spatial]`` like ``x``; the gradient is zero everywhere (:class:`ZeroGradient`, a
             ValueError).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point torch.Tensor, got {type(x).__name__}")
+    check_type("model", model, nn.Module, "an nn.Module")
+    check_tensor("x", x, "[batch, channel, *spatial]", dtype="float")
     if not 3 <= x.ndim <= 5:
         raise ValueError(f"x must be [batch, channel, *spatial] with 1 to 3 spatial dims, got shape {tuple(x.shape)}")
     masses = _check_mass(mass)

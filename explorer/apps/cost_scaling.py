@@ -25,7 +25,7 @@ __all__ = ["CostScalingApp", "gpu_benchmarks", "shipped_sweep"]
 log = logging.getLogger(__name__)
 DEFAULT_OPS = ("attention_math", "attention_fused", "sliding_window_attention", "linear_attention", "conv1d")
 # One colour per op of OPS, in order: explorer.viz.cost's nine-colour palette and, for the tenth op, lsh_attention,
-# a cyan (at least 96 apart in RGB from each of the nine).
+# a cyan (at least 95 apart, Euclidean in 0-255 RGB, from each of the nine; nearest: #72b7b2).
 COLOURS = dict(zip(OPS, [*OP_COLOURS, "#17becf"]))
 # Time guard: a point is refused when its estimated run time (5 calls: warm-up, 3 repeats, memory pass) at a
 # conservative CPU throughput exceeds the per-point budget, so one click never blocks the kernel for long.

@@ -10,6 +10,7 @@ import ipywidgets as W
 import numpy as np
 import torch
 
+from explorer._checks import check_choice
 from explorer.apps._callbacks import callback, quietly
 from explorer.apps._comm_guard import harden
 from explorer.apps._layout import WidthWatcher, figure_box, row
@@ -82,8 +83,7 @@ class HeadToHeadApp:
 
     def __init__(self, model: str = "cnn", index: int = 0, shift: int = 0, overlay: str = "ig",
                  folder: str | Path | None = None) -> None:
-        if not isinstance(model, str) or model not in MODELS:
-            raise ValueError(f"model must be one of {tuple(MODELS)}, got {model!r}")
+        check_choice("model", model, tuple(MODELS))
         self.folder = default_head_to_head_dir() if folder is None else Path(folder)
         self.models = {name: load_head_to_head(name, self.folder) for name in MODELS}  # name -> (model, entry)
         self.images, self.labels = digits_dataset("test", canvas=CANVAS, placement="centre")  # [N, 1, H, W], [N]
@@ -91,8 +91,7 @@ class HeadToHeadApp:
         for arg, value, low, high in (("index", index, 0, n - 1), ("shift", shift, -MAX_SHIFT, MAX_SHIFT)):
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{arg} must be an int in {low} .. {high}, got {value!r}")
-        if not isinstance(overlay, str) or overlay not in OVERLAYS:
-            raise ValueError(f"overlay must be one of {tuple(OVERLAYS)}, got {overlay!r}")
+        check_choice("overlay", overlay, tuple(OVERLAYS))
         if overlay in _ATTENTION_ONLY and not self._has_attention(model):
             raise ValueError(f"overlay {overlay!r} needs a model with attention; {model!r} has none "
                              f"(use 'ig' or 'gradient')")

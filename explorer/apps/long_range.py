@@ -10,6 +10,7 @@ import ipywidgets as W
 import numpy as np
 import torch
 
+from explorer._checks import check_int
 from explorer.apps._callbacks import callback
 from explorer.apps._comm_guard import harden
 from explorer.apps._layout import WidthWatcher, figure_box, row
@@ -43,10 +44,8 @@ class LongRangeApp:
     """
 
     def __init__(self, distance: int = 8, seed: int = 0, folder: str | Path | None = None) -> None:
-        for arg, value, high in (("distance", distance, MAX_DISTANCE), ("seed", seed, MAX_SEED)):
-            low = 1 if arg == "distance" else 0
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{arg} must be an int in {low} .. {high}, got {value!r}")
+        check_int("distance", distance, 1, MAX_DISTANCE)
+        check_int("seed", seed, 0, MAX_SEED)
         self.folder = default_long_range_dir() if folder is None else Path(folder)
         self.results = load_long_range(self.folder)
         self.models = {name: load_long_range_model(name, self.folder) for name in MODELS}  # name -> (model, entry)

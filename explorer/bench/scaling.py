@@ -7,11 +7,12 @@
         --sizes 1024,2048,4096,8192,16384 --batch 4 --repeats 5 --out assets/benchmarks/scaling_cpu.json
 
 (defaults: ``--d 64 --heads 1 --window 128 --block 64 --n-buckets 8 --n-rounds 2 --chunk 64 --dtype float32
---warmup 1``), on a 2-core machine shared with other jobs, so single points can be noisy. Time exponents a little
-above 1 for the linear ops (sliding-window, block-sparse, LSH) come largely from memory effects, not from the
-algorithms: once a tensor outgrows the caches and glibc's mmap threshold (32 MB) it is page-faulted afresh on every
-call (LSH's scores pass 32 MB between n = 4096 and 8192 at batch 4; with ``MALLOC_MMAP_THRESHOLD_`` raised the
-jump there shrank in a quick check).
+--warmup 1``), on a 2-core machine shared with other jobs, so single points can be noisy. The time exponents a
+little above 1 for the linear ops (sliding-window, block-sparse, LSH) are not in the algorithms (their FLOP and
+memory models are linear in n); the likely cause, not measured systematically, is memory effects: once a tensor
+outgrows the caches and glibc's largest dynamic mmap threshold (32 MB) it is page-faulted afresh on every call
+(LSH's scores pass 32 MB between n = 4096 and 8192 at batch 4; with ``MALLOC_MMAP_THRESHOLD_`` raised the jump
+there shrank in one informal, unrecorded check).
 
 Each op is built once with seeded inputs (``make_op``) and timed with the shared interleaved timer; its peak
 memory is measured in a separate, untimed call. A log-log least-squares fit of time and memory against ``n``
@@ -20,8 +21,7 @@ sliding-window, block-sparse, linear and LSH attention (``explorer.layers.lsh_at
 sorting and chunked attention, O(n * chunk) per round).
 
 Shapes: attention ops use q, k, v of ``[batch, head, query|key, d / heads]`` (``lsh_attention``: shared ``qk`` and
-``v``) (``d`` is the model width, as in
-``explorer.analysis.cost``);
+``v``; ``d`` is the model width, as in ``explorer.analysis.cost``);
 1-D convolutions use ``[batch, channel=d, n]``; ``conv2d`` uses ``[batch, channel=d, height=n, width=n]``.
 
 Peak memory
@@ -528,7 +528,8 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement]:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     results = sweep(ops, sizes, progress=not args.no_progress, repeats=args.repeats, warmup=args.warmup,
                     d=args.d, heads=args.heads, batch=args.batch, window=args.window, block=args.block,
-                    n_buckets=args.n_buckets, n_rounds=args.n_rounds, chunk=args.chunk, device=args.device, dtype=getattr(torch, args.dtype))
+                    n_buckets=args.n_buckets, n_rounds=args.n_rounds, chunk=args.chunk, device=args.device,
+                    dtype=getattr(torch, args.dtype))
     print(format_table(results))
     if args.out:
         print(f"wrote {save(results, args.out)}")

@@ -36,7 +36,8 @@ OBJECTS = ("book", "letter", "boat", "piano", "bicycle", "cake", "window", "map"
            "ladder", "blanket", "basket", "clock", "umbrella", "painting", "key", "bottle", "chair")
 PLACES = ("kitchen", "station", "library", "market", "harbour", "village", "office", "museum", "forest",
           "hospital", "school", "bakery", "church", "stadium", "park", "castle")
-# past tense = past participle for all of them, so "had {verb}" and "was {verb}" read correctly
+# past tense = past participle for all but "hide" (participle "hidden"), so "had {verb}" and "was {verb}" read
+# correctly except with "hid"; changing the list would change every generated pair (and the shipped study's inputs)
 VERBS = (("repair", "repaired"), ("paint", "painted"), ("carry", "carried"), ("find", "found"), ("sell", "sold"),
          ("clean", "cleaned"), ("borrow", "borrowed"), ("lose", "lost"), ("open", "opened"), ("move", "moved"),
          ("buy", "bought"), ("wrap", "wrapped"), ("hide", "hid"), ("drop", "dropped"), ("fix", "fixed"))

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explorer._checks import check_bool, check_floating, check_int, check_shape
+from explorer._checks import check_bool, check_floating, check_int, check_shape, check_tensor
 from explorer.hooks import HookPoint
 from explorer.masks import lsh_hash
 
@@ -104,19 +104,15 @@ def lsh_attention_rounds(
     Returns:
         ``(round_out, round_lse)``: ``[round, ..., token, value_dim]`` and ``[round, ..., token]``.
     """
-    check_floating("qk", qk)
+    check_tensor("qk", qk, "[..., token, head_dim]", dtype="float", min_ndim=2)
     check_floating("v", v)
     if v.dtype != qk.dtype:
         raise TypeError(f"v must have the dtype of qk ({qk.dtype}), got {v.dtype}")
-    if qk.ndim < 2:
-        raise ValueError(f"qk must have shape [..., token, head_dim], got {tuple(qk.shape)}")
     if v.ndim != qk.ndim or v.shape[:-1] != qk.shape[:-1]:
         raise ValueError(f"v must have shape [..., token, value_dim] with qk's leading dims and tokens "
                          f"{tuple(qk.shape[:-1])}, got {tuple(v.shape)}")
     if buckets is not None:
-        if not isinstance(buckets, torch.Tensor) or buckets.dtype != torch.int64:
-            raise TypeError(f"buckets must be a LongTensor [round, ..., token], got "
-                            f"{getattr(buckets, 'dtype', type(buckets).__name__)}")
+        check_tensor("buckets", buckets, "[round, ..., token]", dtype=torch.int64)
         if buckets.ndim != qk.ndim or buckets.shape[1:] != qk.shape[:-1]:
             raise ValueError(f"buckets must have shape [round, ...qk leading dims, token] = "
                              f"(*, {', '.join(map(str, qk.shape[:-1]))}), got {tuple(buckets.shape)}")
@@ -140,9 +136,8 @@ def lsh_attention_rounds(
     else:
         b = buckets.reshape(n_rounds, g, n).to(qk.device)
     scale = 1.0 / math.sqrt(h) if scale is None else float(scale)
-    c, m, n_keys = lsh_chunks(n, chunk)
+    c, m, _ = lsh_chunks(n, chunk)
     n_pad = m * c
-    rounds = n_rounds
 
     # a sentinel token (index n): zero vectors, bucket -1, so no real query ever sees it
     keys = F.normalize(x, dim=-1) if normalize_keys else x
@@ -154,7 +149,7 @@ def lsh_attention_rounds(
     position = torch.arange(n, device=qk.device)
     perm = (b * n + position).argsort(dim=-1)  # (round, group, slot) -> token, sorted by (bucket, position)
     inv = torch.empty_like(perm).scatter_(-1, perm, position.expand_as(perm))  # (round, group, token) -> slot
-    q_ids = F.pad(perm, (0, n_pad - n), value=n).view(rounds, g, m, c)  # (round, group, chunk, slot)
+    q_ids = F.pad(perm, (0, n_pad - n), value=n).view(n_rounds, g, m, c)  # (round, group, chunk, slot)
     if m > 1:  # keys: previous chunk (the first chunk's is all sentinels), then own chunk
         previous = F.pad(q_ids[:, :, :-1], (0, 0, 1, 0), value=n)  # (round, group, chunk, slot)
         k_ids = torch.cat([previous, q_ids], dim=-1)  # (round, group, chunk, 2c)
@@ -166,22 +161,22 @@ def lsh_attention_rounds(
     v_c = v_ext[row, k_ids]  # (round, group, chunk, keys, value_dim)
 
     scores = q_c @ k_c.transpose(-2, -1)  # (round, group, chunk, c, keys), scaled
-    r_idx = torch.arange(rounds, device=qk.device).view(rounds, 1, 1, 1)
+    r_idx = torch.arange(n_rounds, device=qk.device).view(n_rounds, 1, 1, 1)
     bq, bk = b_ext[r_idx, row, q_ids], b_ext[r_idx, row, k_ids]  # (round, group, chunk, c | keys)
     scores.masked_fill_(bq[..., :, None] != bk[..., None, :], float("-inf"))  # other buckets
-    if dedup and rounds > 1:
-        scores.sub_(_round_counts(b_ext, inv, q_ids, k_ids, c, m, n).to(scores.dtype).log_())
+    if dedup and n_rounds > 1:
+        scores.sub_(_round_counts(b_ext, inv, q_ids, k_ids, c, m).to(scores.dtype).log_())
     lse = torch.logsumexp(scores, dim=-1)  # (round, group, chunk, c); finite: every query sees itself
     pattern = scores.sub_(lse[..., None]).exp_()  # (round, group, chunk, c, keys), in place
-    out_sorted = (pattern @ v_c).view(rounds, g, n_pad, hv)  # (round, group, slot, value_dim)
+    out_sorted = (pattern @ v_c).view(n_rounds, g, n_pad, hv)  # (round, group, slot, value_dim)
 
-    round_out = out_sorted.gather(2, inv[..., None].expand(rounds, g, n, hv))  # (round, group, token, value_dim)
-    round_lse = lse.view(rounds, g, n_pad).gather(2, inv)  # (round, group, token)
-    return round_out.view(rounds, *lead, n, hv), round_lse.view(rounds, *lead, n)
+    round_out = out_sorted.gather(2, inv[..., None].expand(n_rounds, g, n, hv))  # (round, group, token, value_dim)
+    round_lse = lse.view(n_rounds, g, n_pad).gather(2, inv)  # (round, group, token)
+    return round_out.view(n_rounds, *lead, n, hv), round_lse.view(n_rounds, *lead, n)
 
 
-def _round_counts(b_ext: torch.Tensor, inv: torch.Tensor, q_ids: torch.Tensor, k_ids: torch.Tensor, c: int, m: int,
-                  n: int) -> torch.Tensor:
+def _round_counts(b_ext: torch.Tensor, inv: torch.Tensor, q_ids: torch.Tensor, k_ids: torch.Tensor, c: int,
+                  m: int) -> torch.Tensor:
     """``N_ij``: in how many rounds query ``i`` sees key ``j``, for every score slot (at least 1).
 
     In round ``r'`` the pair is seen when the two share a bucket and ``j``'s chunk is ``i``'s or the one before.

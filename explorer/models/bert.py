@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from explorer._checks import check_choice, check_int, check_real, check_tensor
+from explorer._checks import check_choice, check_int, check_real, check_tensor, check_type
 from explorer.hooks import HookPoint
 from explorer.layers import MultiheadAttention
 from explorer.masks import Mask
@@ -222,8 +222,7 @@ class BertEncoder(nn.Module):
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
-        if not isinstance(config, BertConfig):
-            raise TypeError(f"config must be a BertConfig, got {type(config).__name__}")
+        check_type("config", config, BertConfig, "a BertConfig")
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.blocks = nn.ModuleList(BertBlock(config) for _ in range(config.num_hidden_layers))
@@ -281,8 +280,8 @@ class BertEncoder(nn.Module):
             key_padding_mask = (attention_mask == 0).to(input_ids.device)  # (batch, token), True = padding
             if not key_padding_mask.any():
                 key_padding_mask = None  # nothing to hide: let sdpa take its unmasked kernel
-        if mask is not None and not isinstance(mask, Mask):
-            raise TypeError(f"mask must be an explorer.masks.Mask or None, got {type(mask).__name__}")
+        if mask is not None:
+            check_type("mask", mask, Mask, "an explorer.masks.Mask or None")
 
         x = self.embeddings(input_ids, token_type_ids)  # (batch, token, embed)
         hidden_states = [x]

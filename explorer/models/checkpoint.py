@@ -169,8 +169,7 @@ class Tokenizer:
     """
 
     def __init__(self, tokenizer: tokenizers.Tokenizer) -> None:
-        if not isinstance(tokenizer, tokenizers.Tokenizer):
-            raise TypeError(f"tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
+        check_type("tokenizer", tokenizer, tokenizers.Tokenizer, "a tokenizers.Tokenizer")
         self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
@@ -381,8 +380,8 @@ def load_pretrained(path: str | os.PathLike | None = None, *, cache: bool = True
         ValueError: ``config.json`` is not a supported BERT config, or the weights do not match it (the message
             lists missing and unexpected weight names).
     """
-    if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str, a Path or None, got {type(path).__name__}")
+    if path is not None:
+        check_type("path", path, (str, os.PathLike), "a str, a Path or None")
     is_default = path is None
     folder, config, weights, tokenizer = _checkpoint_files(default_checkpoint_dir() if is_default else path)
     name = DEFAULT_NAME if is_default or folder == _default_or_none() else folder.name

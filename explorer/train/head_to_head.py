@@ -36,7 +36,6 @@ import json
 import math
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -50,6 +49,7 @@ from torch import nn
 
 import explorer
 from explorer._checks import check_choice
+from explorer._provenance import git_commit
 from explorer.analysis.equivariance import SHIFT_MODES, equivariance_report
 from explorer.data.digits import digits_dataset, digits_indices
 from explorer.guard import RequestRefused, human_bytes, memory_budget
@@ -273,20 +273,6 @@ def aggregate(per_seed: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return result
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(explorer.__file__).resolve().parents[1],
-                             capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=Path(explorer.__file__).resolve().parents[1], capture_output=True, text=True,
-                               timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def interval(values: list[float]) -> dict[str, Any]:
     """Mean, sample std (n - 1) and the two-sided 95 % Student-t interval of the mean (``[mean, mean]`` for one value).
 
@@ -305,7 +291,7 @@ def _metadata(experiment: str, progress: bool) -> dict[str, Any]:
     return {
         "experiment": experiment,
         "command": " ".join(["python -m explorer.train.head_to_head", *sys.argv[1:]]) if progress else None,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),

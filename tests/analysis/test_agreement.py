@@ -4,8 +4,7 @@ Independent references and tolerances:
 
 - ``scipy.stats.spearmanr`` / ``scipy.stats.kendalltau`` (tau-b) on random, tied and mixed data: ``EXACT = 1e-12``
   (both sides are a few hundred float64 operations on ranks);
-- ``scipy.stats.t.ppf`` / ``scipy.stats.t.interval``: relative ``1e-10`` (bisection to float precision on an exact
-  finite series);
+- ``scipy.stats.t.interval`` (the module's interval takes its quantile from ``scipy.stats.t.ppf``): ``1e-10``;
 - top-k overlaps written out by hand, and with ties the average over every tie-breaking order enumerated with
   ``itertools.permutations`` (exact rationals, compared to ``1e-12``); the random rate ``k / n`` by enumerating all
   ``n!`` rankings;
@@ -33,7 +32,7 @@ import torch
 from scipy import stats
 
 from explorer.analysis.agreement import (
-    MEASURES, MINILM_K, VIT_K, PairSimilarity, _t_quantile, agreement, default_agreement_dir, gradient_rollout,
+    MEASURES, MINILM_K, VIT_K, PairSimilarity, agreement, default_agreement_dir, gradient_rollout,
     gradient_weighted_attention, interval, kendall, load_agreement, minilm_maps, paired_difference, pointing,
     random_top_k, render_report, spearman, top_k_overlap, vit_maps,
 )
@@ -129,12 +128,6 @@ def test_random_top_k_by_enumeration():
 # --- intervals --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 10, 30, 199, 1000])
-def test_t_quantile_matches_scipy(df):
-    assert abs(_t_quantile(0.95, df) / stats.t.ppf(0.975, df) - 1) <= 1e-10
-    assert abs(_t_quantile(0.8, df) / stats.t.ppf(0.9, df) - 1) <= 1e-10
-
-
 def test_interval_matches_scipy():
     values = np.random.default_rng(1).normal(0.3, 0.2, size=200)
     got = interval(list(values))
@@ -142,6 +135,9 @@ def test_interval_matches_scipy():
     assert got["n"] == 200 and abs(got["mean"] - values.mean()) <= EXACT
     assert abs(got["std"] - values.std(ddof=1)) <= EXACT
     assert abs(got["ci95"][0] - low) <= 1e-10 and abs(got["ci95"][1] - high) <= 1e-10
+    few = [0.1, 0.7, 0.4]  # another level and 2 degrees of freedom
+    low, high = stats.t.interval(0.8, 2, loc=np.mean(few), scale=stats.sem(few))
+    assert np.abs(np.array(interval(few, level=0.8)["ci95"]) - [low, high]).max() <= 1e-10
     assert interval([0.5]) == {"mean": 0.5, "std": 0.0, "ci95": [0.5, 0.5], "n": 1}
     diff = paired_difference([1.0, 2.0, None, 4.0], [0.5, 1.0, 3.0, 1.0])  # the None input is left out
     assert diff["n"] == 3 and abs(diff["mean"] - (0.5 + 1.0 + 3.0) / 3) <= EXACT
@@ -201,6 +197,11 @@ def test_pointing_by_hand():
     (lambda: spearman([1.0], [1.0]), ValueError, "a"),
     (lambda: top_k_overlap([1.0, 2.0], [2.0, 1.0], 3), ValueError, "k"),
     (lambda: interval([]), ValueError, "values"),
+    (lambda: interval([1.0, 2.0], level=1.0), ValueError, "level"),
+    (lambda: random_top_k(0, 1), ValueError, "n"),
+    (lambda: random_top_k(4, 5), ValueError, "k"),
+    (lambda: gradient_rollout(torch.ones(2, 3, 4)), ValueError, "weighted"),
+    (lambda: gradient_weighted_attention([1.0], torch.ones(2, 3, 3)), TypeError, "patterns"),
     (lambda: gradient_weighted_attention(torch.ones(2, 3, 3), torch.ones(2, 3, 4)), ValueError, "gradients"),
     (lambda: minilm_maps([]), ValueError, "pairs"),
     (lambda: minilm_maps([("a sentence", 3)]), TypeError, r"pairs\[0\]"),
@@ -268,6 +269,27 @@ def test_minilm_similarity_matches_the_encoder_and_ig_is_complete(pretrained):
     assert abs(delta - (total - gap)) <= 1e-5  # captum's delta is that miss
     special = torch.tensor(target.encoding.special)
     assert special.sum() == 2 and (attributions[special] == 0).all()  # [CLS] / [SEP] equal their baseline
+
+
+def test_minilm_maps_run_in_eval_mode_and_restore_the_flags(pretrained):
+    pair = ("The old fisherman repaired a broken boat near the harbour.", "A boat was in the harbour.", "boat")
+    model = pretrained.model
+    flags = [module.training for module in model.modules()]
+    want = minilm_maps([pair], pretrained, steps=2)
+    seen = []  # the first block's mode at every call (MiniLM has no dropout: the maps alone would not tell)
+    hook = model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    model.train()
+    try:
+        got = minilm_maps([pair], pretrained, steps=2)
+        assert all(module.training for module in model.modules())  # train mode is back
+    finally:
+        hook.remove()
+        for module, flag in zip(model.modules(), flags):
+            module.training = flag
+    assert seen and not any(seen)  # every forward pass ran in eval mode
+    for name, rows in want.maps.items():  # the same maps as from a model already in eval mode
+        assert np.array_equal(got.maps[name][0], rows[0]), name
+    assert got.targets[0].sum() == 1  # "boat" is one token of A
 
 
 # --- the shipped results --------------------------------------------------------------------------------------------

@@ -131,11 +131,11 @@ def test_new_example_moves_the_seed_and_wraps(app):
     assert app.seed.value == 0
 
 
-@pytest.mark.parametrize("kwargs, name", [({"distance": 0}, "distance"), ({"distance": MAX_DISTANCE + 1}, "distance"),
-                                          ({"distance": 2.0}, "distance"), ({"seed": -1}, "seed"),
-                                          ({"seed": True}, "seed")])
-def test_bad_arguments_are_refused_by_name(kwargs, name):
-    with pytest.raises(ValueError, match=name):
+@pytest.mark.parametrize("kwargs, name, error", [
+    ({"distance": 0}, "distance", ValueError), ({"distance": MAX_DISTANCE + 1}, "distance", ValueError),
+    ({"distance": 2.0}, "distance", TypeError), ({"seed": -1}, "seed", ValueError), ({"seed": True}, "seed", TypeError)])
+def test_bad_arguments_are_refused_by_name(kwargs, name, error):
+    with pytest.raises(error, match=name):
         LongRangeApp(**kwargs)
 
 

@@ -6,16 +6,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from explorer.analysis.cost import sliding_window_pairs
 from explorer.masks import (
+    Band,
     Full,
     Mask,
     SlidingWindow,
+    band_of,
     block_sparse,
     causal,
     dilated_window,
     from_callable,
     full,
     sliding_window,
+    window_offsets,
 )
 
 
@@ -193,8 +197,6 @@ def test_dense_device():
 def test_band_of_reads_the_fields_a_fused_kernel_takes():
     """(causal, window) for the masks the fused kernel expresses; None for the rest (then it must not be used).
     The band reproduces the dense mask exactly: rebuilt from (causal, window) with this module's own factories."""
-    from explorer.masks import band_of, block_sparse, dilated_window
-
     for mask in (None, full(), causal(), sliding_window(5), sliding_window(6), sliding_window(4, causal=True)):
         is_causal, window = band_of(mask)
         rebuilt = sliding_window(window, causal=is_causal) if window else (causal() if is_causal else full())
@@ -219,22 +221,25 @@ def closed_form_keys(i, n, window, is_causal):
     return min(i, before) + 1 + min(n - 1 - i, after)
 
 
-def keys_in_band(band, n):
-    """LongTensor [query]: how many keys of 0..n-1 lie in the band of each query, counted from the offsets alone."""
-    offset = torch.arange(n)[None, :] - torch.arange(n)[:, None]  # (query, key): key - query
+def band_dense(band, n_query, n_key):
+    """BoolTensor [query, key]: True where ``key - query`` lies in the band, built from the offsets alone."""
+    offset = torch.arange(n_key)[None, :] - torch.arange(n_query)[:, None]  # (query, key): key - query
     inside = offset % band.step == 0
     if band.low is not None:
         inside &= offset >= band.low
     if band.high is not None:
         inside &= offset <= band.high
-    return inside.sum(dim=1)
+    return inside
+
+
+def keys_in_band(band, n):
+    """LongTensor [query]: how many keys of 0..n-1 lie in the band of each query."""
+    return band_dense(band, n, n).sum(dim=1)
 
 
 @pytest.mark.parametrize("is_causal", [False, True])
 @pytest.mark.parametrize("window", WINDOWS)
 def test_keys_per_query_dense_band_and_closed_form_agree(window, is_causal):
-    from explorer.masks import window_offsets
-
     low, high = window_offsets(window, is_causal)
     assert high - low + 1 == window and low <= 0 <= high
     mask = sliding_window(window, causal=is_causal)
@@ -243,28 +248,19 @@ def test_keys_per_query_dense_band_and_closed_form_agree(window, is_causal):
         assert torch.equal(mask.dense(n, n).sum(dim=1), expected), (window, is_causal, n)
         assert torch.equal(keys_in_band(mask.band(), n), expected), (window, is_causal, n)
         if window <= n and not is_causal:  # the cost model's pair count (explorer.analysis.cost), exact integers
-            before, after = (window - 1) // 2, window // 2
-            assert int(expected.sum()) == n * window - before * (before + 1) // 2 - after * (after + 1) // 2
+            assert int(expected.sum()) == sliding_window_pairs(n, window), (window, n)
         if n >= window:  # away from the ends a query sees exactly `window` keys
             assert int(expected.max()) == window
 
 
 def test_band_reproduces_the_dense_mask():
-    from explorer.masks import Band
-
     masks = [full(), causal(), sliding_window(1), sliding_window(6), sliding_window(5, causal=True),
              dilated_window(3, 2), dilated_window(4, 3), dilated_window(3, 2, causal=True), dilated_window(5, 1)]
     for mask in masks:
         band = mask.band()
         assert isinstance(band, Band)
         for n_query, n_key in [(1, 1), (9, 9), (6, 11), (11, 6)]:
-            offset = torch.arange(n_key)[None, :] - torch.arange(n_query)[:, None]
-            rebuilt = offset % band.step == 0
-            if band.low is not None:
-                rebuilt &= offset >= band.low
-            if band.high is not None:
-                rebuilt &= offset <= band.high
-            assert torch.equal(rebuilt, mask.dense(n_query, n_key)), (mask, n_query, n_key)
+            assert torch.equal(band_dense(band, n_query, n_key), mask.dense(n_query, n_key)), (mask, n_query, n_key)
     assert full().band() == Band(None, None, 1)
     assert causal().band() == Band(None, 0, 1)
     assert sliding_window(4).band() == Band(-1, 2, 1)
@@ -304,12 +300,12 @@ def test_fused_support_is_true_exactly_for_full_causal_and_sliding_window():
 
 
 def test_band_of_is_the_masks_own_answer():
-    from explorer.masks import band_of
-
-    masks = [full(), causal(), sliding_window(5), sliding_window(6), sliding_window(4, causal=True),
-             dilated_window(3, 2), block_sparse(4), causal() & sliding_window(3), _Shifted(3)]
-    for mask in masks:
-        assert band_of(mask) == mask.kernel_band()
+    expected = [(full(), (False, None)), (causal(), (True, None)), (sliding_window(5), (False, 5)),
+                (sliding_window(6), (False, 6)), (sliding_window(4, causal=True), (True, 4)),
+                (dilated_window(3, 2), None), (block_sparse(4), None), (causal() & sliding_window(3), None),
+                (_Shifted(3), None)]
+    for mask, answer in expected:
+        assert band_of(mask) == mask.kernel_band() == answer, mask
     assert full().kernel_band() == (False, None)
     assert causal().kernel_band() == (True, None)
     assert sliding_window(6, causal=True).kernel_band() == (True, 6)
@@ -320,7 +316,5 @@ def test_band_of_is_the_masks_own_answer():
 @pytest.mark.parametrize("window, is_causal, error", [(0, False, ValueError), (2.0, False, TypeError),
                                                       (True, False, TypeError), (3, 1, TypeError)])
 def test_window_offsets_checks_its_arguments(window, is_causal, error):
-    from explorer.masks import window_offsets
-
     with pytest.raises(error, match="window" if window != 3 else "causal"):
         window_offsets(window, is_causal)

@@ -12,8 +12,11 @@ import torch
 from explorer.analysis import receptive_field
 from explorer.data.sequences import LENGTH, channels, long_range_batch
 from explorer.hooks import record
+from explorer import masks
+from explorer.layers import MultiheadAttention
 from explorer.models.sequence import (
-    SEQUENCE_MODELS, SequenceAttention, SequenceCNN, build_sequence_model, parameter_counts, sinusoidal_positions,
+    SEQUENCE_MODELS, LayerStack, SequenceAttention, SequenceCNN, build_sequence_model, parameter_counts,
+    sinusoidal_positions,
 )
 
 
@@ -63,6 +66,18 @@ def test_parameter_counts_follow_the_layer_formulas():
     attention = (c_in * e + e) + 2 * block + 2 * e + head
     assert parameter_counts() == {"cnn": cnn, "dilated_cnn": cnn, "attention": attention}
     assert abs(attention - cnn) / cnn < 0.05  # comparable sizes
+
+
+def test_layer_stack_transposes_around_attention_and_its_fields_add_up():
+    torch.manual_seed(0)
+    conv, attn = torch.nn.Conv1d(8, 8, 3, padding=1), MultiheadAttention(8, 2, mask=masks.sliding_window(5))
+    x = torch.randn(2, 8, 30)  # (batch, channel, length)
+    stack = LayerStack([conv, attn])
+    assert torch.equal(stack(x), attn(conv(x).transpose(1, 2)).transpose(1, 2))
+    # a conv of kernel 3 then a window of 5 keys: 1 + 2 + 4 positions, as two convs of kernels 3 and 5
+    assert receptive_field(stack, spatial_dims=1).output.size == (7,)
+    full = LayerStack([conv, MultiheadAttention(8, 2)])
+    assert receptive_field(full, spatial_dims=1).output.size == (float("inf"),)
 
 
 def test_cnn_is_invariant_to_circular_shifts():
