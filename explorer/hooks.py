@@ -10,10 +10,18 @@ Layers declare identity :class:`HookPoint` modules in ``__init__`` and pass tens
 A hook point's name is its module path inside the model being recorded (``blocks.0.attn.hook_pattern``);
 :func:`record` sets the names when it starts, so the same layer can live in several models.
 
-Cost when nothing records: ``HookPoint.__call__`` is overridden to skip ``nn.Module.__call__`` and its hook
-dispatch; an idle hook point is one attribute test and a return (see ``explorer/bench/hook_overhead.py``).
+Cost when nothing records or edits: ``HookPoint.__call__`` is overridden to skip ``nn.Module.__call__`` and its
+hook dispatch; an idle hook point is one attribute test and a return (see ``explorer/bench/hook_overhead.py``).
 Recording attaches a callback to the selected hook points only, inside a ``try/finally``, so nothing stays
 attached after the ``with`` block, whether the forward pass succeeded or raised.
+
+:func:`intervene` is the writing twin of :func:`record` (TransformerLens's convention): inside
+``with intervene(model, {"blocks.0.attn.hook_z": fn}):`` the hook point passes its tensor to
+``fn(activation, hook)`` and goes on with what ``fn`` returns (``None`` = unchanged). Edits run before recorders,
+in the order they were attached, so a :func:`record` context open at the same time captures the tensor the model
+actually went on with. Per-head edits act on ``hook_z`` ``[batch, head, query, head_dim]``, before the output
+projection mixes the heads; per-channel edits on a conv's ``hook_out`` ``[batch, channel, *spatial]``
+(:mod:`explorer.analysis.intervention` builds the standard ones).
 
 A consequence of the overridden ``__call__``: ``register_forward_hook`` on a hook point is never called, and
 ``torch.fx`` traces straight through hook points (they leave no node in the graph), which is what the
@@ -22,17 +30,19 @@ receptive-field analysis wants.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Union
 
 import torch
 from torch import nn
 
-__all__ = ["HookPoint", "Trace", "hook_points", "record", "NameFilter"]
+__all__ = ["HookPoint", "Trace", "hook_points", "record", "intervene", "NameFilter", "Edit"]
 
 NameFilter = Union[None, str, Iterable[str], Callable[[str], bool]]
+Edit = Callable[[torch.Tensor, "HookPoint"], Union[torch.Tensor, None]]  # fn(activation, hook) -> replacement
 
 
 class HookPoint(nn.Module):
@@ -50,24 +60,70 @@ class HookPoint(nn.Module):
             raise TypeError(f"dims must be a tuple of str, got {dims!r}")
         self.dims = dims
         self.name: str | None = None
-        self._recorders: list[Callable[[str, torch.Tensor], None]] = []
+        # edits (fn(x, hook) -> replacement or None) first, in attachment order, then recorders (fn(name, x));
+        # one list so that an idle hook point costs one truth test
+        self._hooks: list[tuple[bool, Callable]] = []
 
     @property
     def active(self) -> bool:
-        """True while at least one :func:`record` context captures this hook point."""
-        return bool(self._recorders)
+        """True while at least one :func:`record` or :func:`intervene` context uses this hook point."""
+        return bool(self._hooks)
+
+    @property
+    def edited(self) -> bool:
+        """True while at least one :func:`intervene` context edits this hook point."""
+        return bool(self._hooks) and self._hooks[0][0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401 - identity
-        if self._recorders:
-            for fn in self._recorders:
-                fn(self.name or "", x)
+        if self._hooks:
+            return self._run_hooks(x)
         return x
+
+    def _run_hooks(self, x: torch.Tensor) -> torch.Tensor:
+        name = self.name or ""
+        for is_edit, fn in list(self._hooks):
+            if not is_edit:
+                fn(name, x)
+                continue
+            try:
+                out = fn(x, self)
+            except Exception as error:
+                error.add_note(f"raised by the intervention at hook point {name!r}")
+                raise
+            if out is not None:
+                _check_replacement(name, x, out)
+                x = out
+        return x
+
+    def _attach(self, fn: Callable, is_edit: bool) -> tuple[bool, Callable]:
+        entry = (is_edit, fn)
+        at = sum(1 for e, _ in self._hooks if e) if is_edit else len(self._hooks)
+        self._hooks.insert(at, entry)
+        return entry
+
+    def _detach(self, entry: tuple[bool, Callable]) -> None:
+        for i, held in enumerate(self._hooks):
+            if held is entry:
+                del self._hooks[i]
+                return
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}"
+
+
+def _check_replacement(name: str, old: torch.Tensor, new: object) -> None:
+    """ValueError/TypeError unless an edit's replacement has the activation's shape, dtype and device."""
+    if not isinstance(new, torch.Tensor):
+        raise TypeError(f"the intervention at hook point {name!r} must return a Tensor or None, "
+                        f"got {type(new).__name__}")
+    if new.shape != old.shape or new.dtype != old.dtype or new.device != old.device:
+        raise ValueError(
+            f"the intervention at hook point {name!r} returned shape {tuple(new.shape)}, {new.dtype} on "
+            f"{new.device}; the activation there is shape {tuple(old.shape)}, {old.dtype} on {old.device}"
+        )
 
 
 def hook_points(model: nn.Module) -> dict[str, HookPoint]:
@@ -218,12 +274,77 @@ def record(
             tensor = tensor.to(target)
         trace._add(name, tensor)
 
-    attached: list[HookPoint] = []
+    attached: list[tuple[HookPoint, tuple[bool, Callable]]] = []
     try:
         for hp in selected:
-            hp._recorders.append(capture)
-            attached.append(hp)
+            attached.append((hp, hp._attach(capture, is_edit=False)))
         yield trace
     finally:
-        for hp in attached:
-            hp._recorders.remove(capture)
+        for hp, entry in attached:
+            hp._detach(entry)
+
+
+def _nearest(name: str, known: Iterable[str], n: int = 4) -> list[str]:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=n, cutoff=0.5)
+    if not close:  # fall back to the names sharing the pattern's last component
+        tail = name.rsplit(".", 1)[-1]
+        close = [k for k in known if fnmatch.fnmatchcase(k.rsplit(".", 1)[-1], tail)][:n]
+    return close
+
+
+def _check_edits(edits: object) -> list[tuple[str, Edit]]:
+    if isinstance(edits, Mapping):
+        pairs = list(edits.items())
+    else:
+        try:
+            pairs = [tuple(item) for item in edits]  # type: ignore[union-attr]
+        except TypeError:
+            raise TypeError(f"edits must be a mapping {{name_or_glob: fn}} or an iterable of (name_or_glob, fn) "
+                            f"pairs, got {type(edits).__name__}") from None
+    if not pairs:
+        raise ValueError("edits is empty: give at least one {name_or_glob: fn}")
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str) or not callable(pair[1]):
+            raise TypeError(f"edits: every entry must be (name_or_glob: str, fn: callable), got {pair!r}")
+    return pairs  # type: ignore[return-value]
+
+
+@contextmanager
+def intervene(model: nn.Module, edits: Mapping[str, Edit] | Iterable[tuple[str, Edit]]) -> Iterator[None]:
+    """Replace the tensors passing through ``model``'s hook points while the context is open.
+
+    ``fn(activation, hook)`` gets the tensor and the :class:`HookPoint` (``hook.name``, ``hook.dims``) and returns
+    the replacement -- same shape, dtype and device -- or ``None`` to leave it. Contexts nest and compose with
+    :func:`record`: edits run in the order they were attached, before any recorder of the same hook point.
+    Everything is detached on exit, also when the forward pass raises; an exception raised by ``fn`` propagates
+    with a note naming the hook point. Parameters are never touched, so the model is unchanged afterwards.
+
+    An edit of ``hook_scores`` / ``hook_pattern`` sends an ``"auto"`` attention layer to its math path, as
+    recording does; ``backend="sdpa"`` / ``"triton"`` refuse it.
+
+    Args:
+        model: any module containing :class:`HookPoint` submodules.
+        edits: ``{name_or_glob: fn}`` or an iterable of ``(name_or_glob, fn)`` pairs (to give one name two edits).
+
+    Raises:
+        ValueError: a name or glob matches no hook point (the nearest names are listed), or ``edits`` is empty.
+        TypeError: ``edits`` is not a mapping or pairs of (str, callable).
+    """
+    points = hook_points(model)
+    pairs = _check_edits(edits)
+    plan: list[tuple[HookPoint, Edit]] = []
+    for pattern, fn in pairs:
+        matched = [hp for path, hp in points.items() if path == pattern or fnmatch.fnmatchcase(path, pattern)]
+        if not matched:
+            raise ValueError(f"edits: {pattern!r} matches no hook point of the model; nearest: "
+                             f"{_nearest(pattern, points)} ({len(points)} hook points in all)")
+        plan += [(hp, fn) for hp in matched]
+    attached: list[tuple[HookPoint, tuple[bool, Callable]]] = []
+    try:
+        for hp, fn in plan:
+            attached.append((hp, hp._attach(fn, is_edit=True)))
+        yield
+    finally:
+        for hp, entry in attached:
+            hp._detach(entry)

@@ -61,7 +61,7 @@ def reference_pattern(attn: MultiheadAttention, x: torch.Tensor) -> torch.Tensor
 def assert_nothing_attached(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, HookPoint):
-            assert module._recorders == [], module.name
+            assert module._hooks == [], module.name
             assert not module.active
         assert not module._forward_hooks and not module._forward_pre_hooks, type(module).__name__
         assert not module._backward_hooks and not module._backward_pre_hooks, type(module).__name__

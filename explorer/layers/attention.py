@@ -16,7 +16,8 @@ One layer, three ways to compute the same thing:
   On CPU tensors ``fused_attention`` runs the Triton kernel only under the interpreter (``TRITON_INTERPRET=1``);
   otherwise it falls back to its pure-PyTorch reference, which gives the same numbers, slowly -- handy for tests,
   not for speed;
-* ``"auto"`` (default) uses ``"sdpa"`` unless ``hook_scores`` or ``hook_pattern`` is being recorded, then
+* ``"auto"`` (default) uses ``"sdpa"`` unless ``hook_scores`` or ``hook_pattern`` is being recorded or edited
+  (:func:`explorer.intervene`), then
   ``"math"`` for that call; on CUDA tensors, when Triton is available
   (:func:`explorer.kernels.triton_available`) and the call is one the fused kernel supports (masks above, no
   ``score_bias``), it uses ``"triton"`` instead of ``"sdpa"``. This is decided per call (one list truth test per
@@ -271,8 +272,8 @@ class MultiheadAttention(nn.Module):
         if self.backend in ("sdpa", "triton") and wants_pattern:
             raise RuntimeError(
                 f"backend={self.backend!r} never materialises attention scores or patterns, but hook_scores or "
-                f"hook_pattern of this layer ({self.hook_pattern.name or 'unnamed'}) is being recorded. Use "
-                "backend='auto' (recorded calls go to the math path) or backend='math'."
+                f"hook_pattern of this layer ({self.hook_pattern.name or 'unnamed'}) is being recorded or edited. Use "
+                "backend='auto' (such calls go to the math path) or backend='math'."
             )
         if self.backend == "math" or wants_pattern:
             return "math"

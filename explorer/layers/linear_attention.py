@@ -158,6 +158,11 @@ class LinearAttention(nn.Module):
             normaliser = torch.einsum("bhqd,bhd->bhq", phi_q, k_sum)  # (batch, head, query)
         z = numerator / (normaliser + self.eps)[..., None]  # (batch, head, query, head_dim)
 
+        if self.hook_pattern.edited:  # the pattern is shown, never used: an edit there would change nothing
+            raise RuntimeError(
+                f"{self.hook_pattern.name or 'hook_pattern'}: linear attention never multiplies by its pattern "
+                "(it is materialised only for recording), so an edit there would be silently ignored; edit "
+                "hook_q, hook_k, hook_v or hook_z instead")
         if self.hook_pattern.active:
             self.hook_pattern(self._pattern(phi_q, phi_k))
         z = self.hook_z(z)  # (batch, head, query, head_dim)

@@ -275,7 +275,7 @@ def test_sdpa_backend_refuses_to_record_patterns(names):
     with pytest.raises(RuntimeError, match="backend='sdpa'.*hook_scores or hook_pattern"):
         with record(model, "*" if names == "*" else f"0.{names}"):
             model(torch.randn(1, 3, EMBED))
-    assert all(not hp._recorders for hp in model.modules() if isinstance(hp, HookPoint))
+    assert all(not hp._hooks for hp in model.modules() if isinstance(hp, HookPoint))
 
 
 # --- recorded values ---------------------------------------------------------------------------------------

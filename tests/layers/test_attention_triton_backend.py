@@ -224,7 +224,7 @@ def test_triton_refuses_to_record_patterns(names):
     with pytest.raises(RuntimeError, match="backend='triton'.*hook_scores or hook_pattern"):
         with record(model, names):
             model(torch.randn(1, 5, 32))
-    assert all(not hp._recorders for hp in model.modules() if isinstance(hp, HookPoint))
+    assert all(not hp._hooks for hp in model.modules() if isinstance(hp, HookPoint))
 
 
 def test_triton_records_other_hooks():

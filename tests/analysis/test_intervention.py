@@ -1,0 +1,328 @@
+"""Interventions: ablations and patching against hand-written references, gradient importance against finite
+differences, the query/key view against hook_pattern, sweeps' named dims, and bad input refused with the model
+unchanged."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from explorer import intervene, record
+from explorer.analysis.intervention import (
+    ablation_sweep, class_probability, gradient_importance, kl_divergence, logit_difference, mean_ablation,
+    pair_similarity, patching, patching_sweep, query_key_view, resample_ablation, scaling, unit_means,
+    zero_ablation,
+)
+from explorer.layers import Conv1d, MultiheadAttention
+from tests.test_hooks import assert_nothing_attached
+
+EMBED, HEADS, CLASSES = 8, 2, 3
+
+
+class Tiny(nn.Module):
+    """Conv stem (channels), two attention layers (heads), a max-pooled classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = Conv1d(4, EMBED, 3, padding=1)
+        self.attn = nn.ModuleList([MultiheadAttention(EMBED, HEADS) for _ in range(2)])
+        self.head = nn.Linear(EMBED, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv(x)).transpose(1, 2)  # (batch, length, embed)
+        for attn in self.attn:
+            h = h + attn(h)
+        return self.head(h.mean(1))  # (batch, classes)
+
+
+def run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+@pytest.fixture()
+def model() -> Tiny:
+    torch.manual_seed(0)
+    return Tiny().double()
+
+
+@pytest.fixture()
+def x() -> torch.Tensor:
+    return torch.randn(5, 4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def head_out(attn: MultiheadAttention, h: torch.Tensor, edit) -> torch.Tensor:
+    """The layer written out with torch ops, ``edit(z)`` applied to the per-head output (the reference)."""
+    b, n, _ = h.shape
+    split = lambda t: t.view(b, n, HEADS, -1).transpose(1, 2)
+    q, k, v = (split(F.linear(h, p.weight, p.bias)) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+    z = edit(torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(EMBED // HEADS), -1) @ v)
+    return attn.out_proj(z.transpose(1, 2).reshape(b, n, EMBED))
+
+
+def reference_forward(model: Tiny, x: torch.Tensor, edit_layer: int, edit) -> torch.Tensor:
+    h = torch.tanh(model.conv(x)).transpose(1, 2)
+    for i, attn in enumerate(model.attn):
+        h = h + (head_out(attn, h, edit) if i == edit_layer else attn(h))
+    return model.head(h.mean(1))
+
+
+# --- edits ----------------------------------------------------------------------------------------------------------
+
+
+def test_zero_ablation_of_one_head_matches_the_written_out_layer(model, x):
+    def zero1(z):
+        z = z.clone()
+        z[:, 1] = 0
+        return z
+
+    with intervene(model, zero_ablation(model, {"attn.1.hook_z": [1]})):
+        out = model(x)
+    torch.testing.assert_close(out, reference_forward(model, x, 1, zero1), atol=1e-12, rtol=1e-12)  # fp64
+
+
+def test_zero_ablation_of_conv_channels(model, x):
+    with intervene(model, zero_ablation(model, {"conv.hook_out": [0, 5]})):
+        out = model(x)
+    y = F.conv1d(x, model.conv.weight, model.conv.bias, padding=1)
+    y[:, [0, 5]] = 0
+    h = torch.tanh(y).transpose(1, 2)
+    for attn in model.attn:
+        h = h + attn(h)
+    torch.testing.assert_close(out, model.head(h.mean(1)), atol=1e-12, rtol=1e-12)  # fp64
+
+
+def test_mean_ablation_uses_the_reference_batch_mean(model, x):
+    means = unit_means(model, run, x, "attn.0.hook_z")
+    with record(model, "attn.0.hook_z") as trace:
+        model(x)
+    z = trace["attn.0.hook_z"]
+    torch.testing.assert_close(means["attn.0.hook_z"], z.mean(0, keepdim=True), atol=0, rtol=0)
+    with intervene(model, mean_ablation(model, {"attn.0.hook_z": [0]}, means)):
+        out = model(x)
+
+    def to_mean(zz):
+        zz = zz.clone()
+        zz[:, 0] = z[:, 0].mean(0)
+        return zz
+
+    torch.testing.assert_close(out, reference_forward(model, x, 0, to_mean), atol=1e-12, rtol=1e-12)  # fp64
+    flat = unit_means(model, run, x, "attn.0.hook_z", over=("batch", "query"))
+    assert flat["attn.0.hook_z"].shape == (1, HEADS, 1, EMBED // HEADS)
+
+
+def test_resample_ablation_takes_a_seeded_reference_input(model, x):
+    with record(model, "attn.0.hook_z") as ref:
+        model(x.flip(0))
+    pick = torch.randint(5, (5,), generator=torch.Generator().manual_seed(3))
+    with intervene(model, resample_ablation(model, {"attn.0.hook_z": [1]}, ref, seed=3)):
+        out = model(x)
+
+    def resampled(z):
+        z = z.clone()
+        z[:, 1] = ref["attn.0.hook_z"][pick, 1]
+        return z
+
+    torch.testing.assert_close(out, reference_forward(model, x, 0, resampled), atol=1e-12, rtol=1e-12)  # fp64
+
+
+def test_patching_every_unit_everywhere_restores_the_clean_run(model, x):
+    corrupted = x + torch.randn_like(x)
+    with record(model, "conv.hook_out") as clean:
+        clean_out = model(x)
+    with intervene(model, patching(model, {"conv.hook_out": list(range(EMBED))}, clean)):
+        patched = model(corrupted)
+    torch.testing.assert_close(patched, clean_out, atol=0, rtol=0)  # the conv is the only path from the input
+
+
+def test_patching_one_position_changes_only_that_query(model, x):
+    corrupted = x + torch.randn_like(x)
+    with record(model, "attn.1.hook_z") as clean:
+        model(x)
+    with record(model, ["attn.1.hook_z", "attn.1.hook_out"]) as base:
+        model(corrupted)
+    with intervene(model, patching(model, {"attn.1.hook_z": [0]}, clean, position=2)), \
+            record(model, ["attn.1.hook_z", "attn.1.hook_out"]) as patched:
+        model(corrupted)
+    z, z0 = patched["attn.1.hook_z"], base["attn.1.hook_z"]
+    torch.testing.assert_close(z[:, 0, 2], clean["attn.1.hook_z"][:, 0, 2], atol=0, rtol=0)
+    changed = (z != z0).any(-1)  # (batch, head, query)
+    assert changed[:, 0, 2].all() and changed.sum() == changed[:, 0, 2].sum()
+    moved = (patched["attn.1.hook_out"] != base["attn.1.hook_out"]).any(-1)  # (batch, query)
+    assert moved[:, 2].all() and moved.sum() == 5  # the output projection mixes heads, not positions
+
+
+# --- metrics ---------------------------------------------------------------------------------------------------
+
+
+def test_metrics_against_closed_forms():
+    logits = torch.tensor([[1.0, 3.0, 0.0], [2.0, 0.0, -1.0]], dtype=torch.float64)
+    torch.testing.assert_close(logit_difference(1, 0)(logits), torch.tensor([2.0, -2.0], dtype=torch.float64))
+    torch.testing.assert_close(logit_difference(torch.tensor([1, 0]), 2)(logits),
+                               torch.tensor([3.0, 3.0], dtype=torch.float64))
+    torch.testing.assert_close(class_probability(0)(logits), logits.softmax(-1)[:, 0], atol=0, rtol=0)
+    ref = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    expected = F.kl_div(logits.log_softmax(-1), ref.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+    torch.testing.assert_close(kl_divergence(ref)(logits), expected, atol=1e-12, rtol=1e-12)  # torch's KL, fp64
+    torch.testing.assert_close(kl_divergence(ref)(ref), torch.zeros(2, dtype=torch.float64), atol=1e-15, rtol=0)
+    pairs = torch.randn(4, 2, 5, dtype=torch.float64)
+    torch.testing.assert_close(pair_similarity()(pairs), F.cosine_similarity(pairs[:, 0], pairs[:, 1], dim=-1))
+    with pytest.raises(ValueError, match=r"logits \[batch, classes\]"):
+        class_probability(0)(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"embeddings \[batch, 2, embed\]"):
+        pair_similarity()(torch.zeros(3, 3, 2))
+
+
+# --- sweeps ----------------------------------------------------------------------------------------------------
+
+
+def test_ablation_sweep_is_one_ablation_per_cell(model, x):
+    metric = class_probability(2)
+    sweep = ablation_sweep(model, run, x, metric, "attn.*.hook_z")
+    assert sweep.dims == ("layer", "head") and sweep.layers == ["attn.0.hook_z", "attn.1.hook_z"]
+    assert sweep.per_input.shape == (5, 2, HEADS) and sweep.values.shape == (2, HEADS)
+    torch.testing.assert_close(sweep.baseline, metric(model(x)).detach(), atol=0, rtol=0)
+    for layer in range(2):
+        for head in range(HEADS):
+            def zero(z, h=head):
+                z = z.clone()
+                z[:, h] = 0
+                return z
+            expected = metric(reference_forward(model, x, layer, zero)).detach()
+            torch.testing.assert_close(sweep.per_input[:, layer, head], expected, atol=1e-12, rtol=1e-12)  # fp64
+    torch.testing.assert_close(sweep.effect, (sweep.per_input - sweep.baseline[:, None, None]).mean(0))
+    channels = ablation_sweep(model, run, x, metric, "conv.hook_out", how="mean")
+    assert channels.dims == ("layer", "channel") and channels.values.shape == (1, EMBED)
+
+
+def test_patching_sweep_per_position_and_normalised(model, x):
+    corrupted = x.flip(-1)
+    metric = logit_difference(0, 1)
+    sweep = patching_sweep(model, run, x, corrupted, metric, "attn.*.hook_z", per_position=True)
+    assert sweep.dims == ("layer", "position", "head") and sweep.values.shape == (2, 6, HEADS)
+    torch.testing.assert_close(sweep.baseline, metric(model(corrupted)).detach(), atol=0, rtol=0)
+    torch.testing.assert_close(sweep.reference, metric(model(x)).detach(), atol=0, rtol=0)
+    with record(model, "attn.0.hook_z") as clean:
+        model(x)
+    with intervene(model, patching(model, {"attn.0.hook_z": [1]}, clean, position=4)):
+        expected = metric(model(corrupted)).detach()
+    torch.testing.assert_close(sweep.per_input[:, 0, 4, 1], expected, atol=0, rtol=0)
+    gap = (sweep.reference - sweep.baseline).mean()
+    torch.testing.assert_close(sweep.normalised(), (sweep.per_input.mean(0) - sweep.baseline.mean()) / gap)
+    whole = patching_sweep(model, run, x, corrupted, metric, "attn.*.hook_z")
+    assert whole.dims == ("layer", "head")
+
+
+def test_gradient_importance_matches_finite_differences(model, x):
+    metric = logit_difference(0, 2)
+    grad = gradient_importance(model, run, x, metric, ["conv.hook_out"])
+    heads = gradient_importance(model, run, x, metric, "attn.*.hook_z")
+    assert heads.dims == ("layer", "head") and grad.dims == ("layer", "channel")
+    eps = 1e-6
+    for sweep, name, n in ((heads, "attn.1.hook_z", HEADS), (heads, "attn.0.hook_z", HEADS),
+                           (grad, "conv.hook_out", EMBED)):
+        layer = sweep.layers.index(name)
+        for unit in range(n):
+            values = []
+            for sign in (1, -1):
+                factor = torch.ones(n, dtype=torch.float64)
+                factor[unit] += sign * eps
+                with intervene(model, scaling(model, {name: factor})), torch.no_grad():
+                    values.append(metric(model(x)))
+            finite = (values[0] - values[1]) / (2 * eps)  # central difference, error O(eps^2)
+            torch.testing.assert_close(sweep.per_input[:, layer, unit], finite, atol=1e-7, rtol=1e-6)  # fp64
+    assert all(p.grad is None for p in model.parameters())  # parameters' gradients untouched
+
+
+def test_gradient_predicts_the_ablation_effect_to_first_order(model, x):
+    """Scaling a unit by (1 - t) changes the metric by -t * grad + O(t^2): the Taylor predictor of ablation."""
+    metric = class_probability(1)
+    grad = gradient_importance(model, run, x, metric, "attn.*.hook_z")
+    for t in (1e-2, 1e-3):
+        factor = torch.ones(HEADS, dtype=torch.float64)
+        factor[0] = 1 - t
+        with intervene(model, scaling(model, {"attn.1.hook_z": factor})), torch.no_grad():
+            change = (metric(model(x)) - grad.baseline).mean()
+        predicted = -t * grad.per_input[:, 1, 0].mean()
+        assert abs(change - predicted) < 50 * t * t  # second-order remainder, constant bounded for this model
+
+
+# --- query/key view -------------------------------------------------------------------------------------------
+
+
+def test_query_key_view_equals_hook_pattern(model, x):
+    view = query_key_view(model, run, x, "attn.1", head=1, query=3, batch=2)
+    with record(model, ["attn.1.hook_pattern", "attn.1.hook_q", "attn.1.hook_k"]) as trace:
+        model(x)
+    torch.testing.assert_close(view.softmax, trace["attn.1.hook_pattern"][2, 1, 3], atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(view.q, trace["attn.1.hook_q"][2, 1, 3], atol=0, rtol=0)
+    torch.testing.assert_close(view.product.sum(-1) / math.sqrt(EMBED // HEADS), view.dots, atol=1e-12, rtol=0)
+    torch.testing.assert_close(view.bias, torch.zeros_like(view.bias), atol=0, rtol=0)  # no mask, no bias
+
+
+def test_query_key_view_with_a_mask_and_a_bias():
+    torch.manual_seed(0)
+    attn = MultiheadAttention(EMBED, HEADS).double()
+    h = torch.randn(1, 5, EMBED, dtype=torch.float64)
+    bias = torch.randn(HEADS, 5, 5, dtype=torch.float64)
+    padding = torch.tensor([[False, False, False, True, False]])
+    fwd = lambda m, inp: m(inp, key_padding_mask=padding, score_bias=bias)
+    wrapper = nn.ModuleDict({"attn": attn})
+    view = query_key_view(wrapper, lambda m, inp: m["attn"](inp, key_padding_mask=padding, score_bias=bias),
+                          h, "attn", head=0, query=1)
+    with record(attn, "hook_pattern") as trace:
+        fwd(attn, h)
+    torch.testing.assert_close(view.softmax, trace["hook_pattern"][0, 0, 1], atol=1e-12, rtol=1e-12)  # fp64
+    assert math.isinf(view.bias[3]) and view.softmax[3] == 0
+    torch.testing.assert_close(view.bias[[0, 1, 2, 4]], bias[0, 1, [0, 1, 2, 4]], atol=1e-12, rtol=1e-12)
+
+
+# --- bad input -------------------------------------------------------------------------------------------------
+
+
+def test_bad_input_is_refused_and_the_model_is_unchanged(model, x):
+    before = state(model)
+    out = model(x)
+    metric = class_probability(0)
+    cases = [
+        (lambda: zero_ablation(model, {"attn.0.hook_zz": [0]}), ValueError, r"nearest: \['attn.0.hook_z"),
+        (lambda: zero_ablation(model, {"attn.0.hook_q": [0]}), None, None),  # hook_q has a head axis: fine
+        (lambda: zero_ablation(model, {"attn.0.hook_out": [0]}), ValueError, "no 'head' or 'channel' axis"),
+        (lambda: zero_ablation(model, {"attn.0.hook_z": [-1]}), ValueError, "index"),
+        (lambda: zero_ablation(model, ["attn.0.hook_z"]), TypeError, "units must be a mapping"),
+        (lambda: unit_means(model, run, x[:0], "attn.0.hook_z"), ValueError, "empty batch"),
+        (lambda: ablation_sweep(model, run, x, metric, "attn.*.hook_z", how="mean", reference=x[:0]),
+         ValueError, "empty batch"),
+        (lambda: ablation_sweep(model, run, x, metric, "attn.*.hook_z", how="half"), ValueError, "how"),
+        (lambda: ablation_sweep(model, run, x, metric, ["attn.0.hook_z", "conv.hook_out"]), ValueError,
+         "mixes unit kinds"),
+        (lambda: patching_sweep(model, run, x, x[:2], metric, "attn.*.hook_z"), ValueError, "different shapes"),
+        (lambda: query_key_view(model, run, x, "attn.7", 0, 0), ValueError, r"attention layers: \['attn"),
+        (lambda: query_key_view(model, run, x, "attn.0", HEADS, 0), ValueError, "head"),
+        (lambda: query_key_view(model, run, x, "conv", 0, 0), ValueError, "not an attention layer"),
+    ]
+    for call, error, message in cases:
+        if error is None:
+            call()
+            continue
+        with pytest.raises(error, match=message):
+            call()
+    with pytest.raises(IndexError, match=r"out of range at hook point 'attn.0.hook_z'.*2 units"):
+        with intervene(model, zero_ablation(model, {"attn.0.hook_z": [HEADS]})):
+            model(x)
+    with pytest.raises(ValueError, match=r"does not broadcast"):
+        with intervene(model, mean_ablation(model, {"attn.0.hook_z": [0]},
+                                            unit_means(model, run, x[:, :, :4], "attn.0.hook_z"))):
+            model(x)
+    with pytest.raises(ZeroDivisionError):
+        ablation_sweep(model, lambda m, inp: 1 / 0, x, metric, "attn.*.hook_z")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], atol=0, rtol=0)
+    torch.testing.assert_close(model(x), out, atol=0, rtol=0)
+    assert model.training  # the sweeps' eval switch restored the flags
+    assert_nothing_attached(model)
