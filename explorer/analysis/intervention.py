@@ -24,7 +24,10 @@ unit]`` (the gradient of the metric w.r.t. a mask at 1: a first-order predictor 
 ``effect_h ~ -grad_h``; Michel, Levy & Neubig 2019, https://arxiv.org/abs/1905.10650).
 
 Metrics take the model's output and return one number per input: :func:`logit_difference`,
-:func:`class_probability`, :func:`kl_divergence`, :func:`pair_similarity`.
+:func:`class_probability`, :func:`kl_divergence`, :func:`pair_similarity`, :func:`accuracy`.
+
+Pruning (Michel et al.'s test): :func:`pruning_order` ranks units by a score, :func:`pruning_curve` removes them
+cumulatively and measures the metric after each removal.
 
 :func:`query_key_view` is bertviz's "neuron view" on any explorer attention layer: the query and key vectors of
 one head and query, their elementwise product, the dot products and the softmax, equal to ``hook_pattern``.
@@ -49,7 +52,7 @@ __all__ = [
     "UNIT_DIMS", "Sweep", "QueryKeyView", "unit_hooks", "unit_axis", "unit_counts", "zero_ablation",
     "mean_ablation", "resample_ablation", "patching", "scaling", "unit_means", "ablation_sweep", "patching_sweep",
     "gradient_importance", "logit_difference", "class_probability", "kl_divergence", "pair_similarity",
-    "query_key_view", "evaluating",
+    "query_key_view", "evaluating", "accuracy", "pruning_order", "pruning_curve",
 ]
 
 UNIT_DIMS = ("head", "channel")  # the dimension a unit indexes, in the hook point's dims
@@ -381,6 +384,18 @@ def pair_similarity() -> Metric:
     return metric
 
 
+def accuracy(labels: torch.Tensor) -> Metric:
+    """Metric: 1.0 where ``argmax(logits) == labels`` else 0.0, per input."""
+    check_tensor("labels", labels, "[batch] class indices", dtype="int")
+
+    def metric(output: object) -> torch.Tensor:
+        logits = _logits(output)
+        if labels.shape != (logits.shape[0],):
+            raise ValueError(f"labels must be [batch={logits.shape[0]}], got shape {tuple(labels.shape)}")
+        return (logits.argmax(-1) == labels.to(logits.device)).to(logits.dtype)
+    return metric
+
+
 def _measure(model: nn.Module, forward: Forward, inputs: Any, metric: Metric,
              edits: Mapping[str, Edit] | None = None) -> torch.Tensor:
     """Metric per input ``[batch]`` of one (edited) forward pass, without gradients, in eval mode."""
@@ -609,3 +624,55 @@ def query_key_view(model: nn.Module, forward: Forward, inputs: Any, layer: str, 
     if finite.any():
         softmax[finite] = torch.softmax(scores[finite], dim=-1)
     return QueryKeyView(layer, head, query, float(attn.scale), q, k, product, dots, bias, scores, softmax)
+
+
+# --- pruning ----------------------------------------------------------------------------------------------------
+
+
+def pruning_order(scores: torch.Tensor, *, descending: bool = False, seed: int | None = None
+                  ) -> list[tuple[int, int]]:
+    """Units ``(layer, unit)`` in the order to remove them: by ``scores`` ``[layer, unit]`` (ascending = least
+    important first, as Michel et al. prune), or a random permutation drawn with ``seed`` (``scores`` then gives only
+    the shape). Ties keep the flat order (stable sort)."""
+    check_tensor("scores", scores, "[layer, unit]", dtype="float")
+    if scores.ndim != 2 or scores.numel() == 0:
+        raise ValueError(f"scores must be a non-empty [layer, unit] tensor, got shape {tuple(scores.shape)}")
+    n_units = scores.shape[1]
+    if seed is not None:
+        flat = torch.randperm(scores.numel(), generator=torch.Generator().manual_seed(check_int("seed", seed, 0)))
+    else:
+        if torch.isnan(scores).any():
+            raise ValueError("scores contain NaN; an order needs comparable numbers")
+        flat = torch.sort(scores.flatten(), descending=descending, stable=True).indices
+    return [(int(i) // n_units, int(i) % n_units) for i in flat]
+
+
+def pruning_curve(model: nn.Module, forward: Forward, inputs: Any, metric: Metric, hooks: str | Sequence[str],
+                  order: Sequence[tuple[int, int]], steps: Sequence[int] | None = None) -> torch.Tensor:
+    """Mean metric after zero-ablating the first ``k`` units of ``order``, for each ``k`` in ``steps``.
+
+    Args:
+        model, forward, inputs, metric: as in :func:`ablation_sweep`.
+        hooks: the unit hooks; ``order``'s layer index counts them in model order.
+        order: ``[(layer, unit), ...]`` from :func:`pruning_order`.
+        steps: the counts ``k`` to measure (default ``0 .. len(order)``).
+
+    Returns:
+        float64 ``[len(steps)]``.
+    """
+    points, n_units, _ = _layers_and_units(model, forward, inputs, hooks)
+    names = [hp.name for hp in points]
+    seen = set()
+    for layer, unit in order:
+        if not (0 <= layer < len(names) and 0 <= unit < n_units) or (layer, unit) in seen:
+            raise ValueError(f"order: ({layer}, {unit}) is out of range or repeated; there are {len(names)} "
+                             f"layers of {n_units} units")
+        seen.add((layer, unit))
+    steps = list(range(len(order) + 1)) if steps is None else [check_int("steps", k, 0, len(order)) for k in steps]
+    out = torch.empty(len(steps), dtype=torch.float64)
+    for i, k in enumerate(steps):
+        units: dict[str, list[int]] = {}
+        for layer, unit in order[:k]:
+            units.setdefault(names[layer], []).append(unit)
+        out[i] = _measure(model, forward, inputs, metric, zero_ablation(model, units) if units else None).mean()
+    return out

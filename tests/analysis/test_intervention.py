@@ -11,8 +11,8 @@ from torch import nn
 
 from explorer import intervene, record
 from explorer.analysis.intervention import (
-    ablation_sweep, class_probability, gradient_importance, kl_divergence, logit_difference, mean_ablation,
-    pair_similarity, patching, patching_sweep, query_key_view, resample_ablation, scaling, unit_means,
+    ablation_sweep, accuracy, class_probability, gradient_importance, kl_divergence, logit_difference, mean_ablation,
+    pair_similarity, patching, patching_sweep, pruning_curve, pruning_order, query_key_view, resample_ablation, scaling, unit_means,
     zero_ablation,
 )
 from explorer.layers import Conv1d, MultiheadAttention
@@ -326,3 +326,33 @@ def test_bad_input_is_refused_and_the_model_is_unchanged(model, x):
     torch.testing.assert_close(model(x), out, atol=0, rtol=0)
     assert model.training  # the sweeps' eval switch restored the flags
     assert_nothing_attached(model)
+
+
+# --- pruning ---------------------------------------------------------------------------------------------------
+
+
+def test_pruning_order_and_curve(model, x):
+    scores = torch.tensor([[0.3, -1.0], [0.2, 5.0]], dtype=torch.float64)
+    assert pruning_order(scores) == [(0, 1), (1, 0), (0, 0), (1, 1)]
+    assert pruning_order(scores, descending=True) == [(1, 1), (0, 0), (1, 0), (0, 1)]
+    random = pruning_order(scores, seed=4)
+    assert sorted(random) == sorted(pruning_order(scores)) and random == pruning_order(scores, seed=4)
+    labels = model(x).argmax(-1)
+    metric = accuracy(labels)
+    torch.testing.assert_close(metric(model(x)), torch.ones(5, dtype=torch.float64))
+    order = [(1, 0), (0, 1), (0, 0), (1, 1)]
+    curve = pruning_curve(model, run, x, metric, "attn.*.hook_z", order)
+    assert curve.shape == (5,) and curve[0] == 1.0
+    with intervene(model, zero_ablation(model, {"attn.1.hook_z": [0], "attn.0.hook_z": [1]})), torch.no_grad():
+        two = (model(x).argmax(-1) == labels).double().mean()
+    assert curve[2] == two  # the first two units of the order removed together
+    h = torch.tanh(model.conv(x)).transpose(1, 2)  # every head removed: the attention layers add only out_proj.bias
+    h = h + model.attn[0].out_proj.bias
+    h = h + model.attn[1].out_proj.bias
+    assert curve[4] == (model.head(h.mean(1)).argmax(-1) == labels).double().mean()
+    torch.testing.assert_close(pruning_curve(model, run, x, metric, "attn.*.hook_z", order, steps=[0, 4]),
+                               curve[[0, 4]], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="out of range or repeated"):
+        pruning_curve(model, run, x, metric, "attn.*.hook_z", [(0, 0), (0, 0)])
+    with pytest.raises(ValueError, match="NaN"):
+        pruning_order(torch.tensor([[float("nan")]]))
