@@ -88,6 +88,7 @@ import torch
 
 import explorer
 from explorer._checks import check_choice, check_int, check_real, check_tensor, check_type
+from explorer._modes import evaluating
 from explorer._provenance import git_commit
 
 __all__ = [
@@ -501,7 +502,7 @@ def vit_maps(model: torch.nn.Module, images: torch.Tensor, steps: int = IG_STEPS
         any nonzero pixel.
     """
     from explorer.analysis.looks_at import (
-        PATTERN_HOOKS, _check_images, _evaluating, cls_attention, integrated_gradients_map, logit_gradient,
+        PATTERN_HOOKS, _check_images, cls_attention, integrated_gradients_map, logit_gradient,
         rollout_map,
     )
     from explorer.hooks import record
@@ -517,7 +518,7 @@ def vit_maps(model: torch.nn.Module, images: torch.Tensor, steps: int = IG_STEPS
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
-    with _evaluating(model), torch.enable_grad(), record(model, PATTERN_HOOKS, detach=False) as trace:
+    with evaluating(model), torch.enable_grad(), record(model, PATTERN_HOOKS, detach=False) as trace:
         logits = model(x)  # (batch, classes)
         target = logits.detach().argmax(dim=-1)  # (batch,)
         names = [f"blocks.{i}.attn.hook_pattern" for i in range(depth)]
@@ -545,7 +546,7 @@ def vit_maps(model: torch.nn.Module, images: torch.Tensor, steps: int = IG_STEPS
         start = time.perf_counter()
         saliency, delta = integrated_gradients_map(model, x, target, steps, value)  # (batch, H, W), (batch,)
         references[name] = _rows_of(_patch_sums(saliency, patch))
-        with _evaluating(model), torch.no_grad():
+        with evaluating(model), torch.no_grad():
             at_x = model(x).gather(1, target[:, None])[:, 0]
             at_b = model(torch.full_like(x, value)).gather(1, target[:, None])[:, 0]
         ig[name] = {"baseline": f"uniform {value:g}", "steps": steps, "method": IG_METHOD,
@@ -668,7 +669,6 @@ def minilm_maps(pairs: Sequence[Any], pretrained: Any = None, steps: int = IG_ST
         ``ig_zero``, ``ig_net``; targets: the shared word's tokens.
     """
     from explorer.analysis.attention import attention_rollout
-    from explorer.analysis.looks_at import _evaluating
     from explorer.hooks import record
     from explorer.models import load_pretrained
 
@@ -691,7 +691,7 @@ def minilm_maps(pairs: Sequence[Any], pretrained: Any = None, steps: int = IG_ST
     keep, targets, inputs = [], [], []
     seconds = {"attention_maps": 0.0, PRIMARY: 0.0, "ig_zero": 0.0}
     model = pretrained.model
-    with _evaluating(model):  # eval mode, every submodule's flag restored afterwards
+    with evaluating(model):  # eval mode, every submodule's flag restored afterwards
         for index, (a, b, shared) in enumerate(checked):
             start = time.perf_counter()
             target = PairSimilarity(pretrained, a, b)

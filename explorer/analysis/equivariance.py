@@ -55,8 +55,7 @@ run the sanity checks there.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import product
 
@@ -64,6 +63,7 @@ import torch
 from torch import nn
 
 from explorer._checks import check_callable, check_choice, check_int, check_int_tuple, check_tensor, check_type
+from explorer._modes import evaluating
 
 __all__ = [
     "SHIFT_MODES",
@@ -352,21 +352,6 @@ def report_shifts(max_shift: int) -> list[tuple[int, int]]:
     return [(0, s) for s in range(1, max_shift + 1)] + [(s, 0) for s in range(1, max_shift + 1)]
 
 
-@contextmanager
-def _evaluating(model: object) -> Iterator[None]:
-    """``model.eval()`` for the duration, then every submodule's ``training`` flag as it was."""
-    if not isinstance(model, nn.Module):
-        yield
-        return
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
-
-
 def _model_name(model: object) -> str:
     if isinstance(model, nn.Module):
         return type(model).__name__
@@ -449,7 +434,7 @@ def equivariance_report(
         check_callable("model.features", features_fn)
 
     rows = []
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         logits_fn: Callable[[torch.Tensor], torch.Tensor] | None = model
         if features_fn is None:
             probe = model(images[:1])

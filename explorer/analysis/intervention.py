@@ -36,8 +36,7 @@ one head and query, their elementwise product, the dot products and the softmax,
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,13 +45,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer._checks import check_callable, check_choice, check_int, check_tensor, check_type
+from explorer._modes import evaluating
 from explorer.hooks import Edit, HookPoint, Trace, hook_points, intervene, record
 
 __all__ = [
     "UNIT_DIMS", "Sweep", "QueryKeyView", "unit_hooks", "unit_axis", "unit_counts", "zero_ablation",
     "mean_ablation", "resample_ablation", "patching", "scaling", "unit_means", "ablation_sweep", "patching_sweep",
     "gradient_importance", "logit_difference", "class_probability", "kl_divergence", "pair_similarity",
-    "query_key_view", "evaluating", "accuracy", "pruning_order", "pruning_curve",
+    "query_key_view", "accuracy", "pruning_order", "pruning_curve",
 ]
 
 UNIT_DIMS = ("head", "channel")  # the dimension a unit indexes, in the hook point's dims
@@ -60,18 +60,6 @@ ABLATIONS = ("zero", "mean", "resample")
 Forward = Callable[[nn.Module, Any], Any]  # forward(model, inputs) -> output
 Metric = Callable[[Any], torch.Tensor]  # metric(output) -> [batch]
 Units = Mapping[str, Sequence[int]]
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode, restoring every submodule's train/eval flag afterwards."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 # --- units ------------------------------------------------------------------------------------------------------

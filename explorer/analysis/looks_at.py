@@ -50,14 +50,13 @@ Papers:
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from explorer._checks import check_choice, check_int, check_real, check_tensor, check_type
+from explorer._modes import evaluating
 from explorer.analysis.attention import HEAD_FUSIONS, attention_rollout, stack_patterns
 from explorer.analysis.localisation import upsample_patches
 from explorer.analysis.receptive_field import ZeroGradient
@@ -184,18 +183,6 @@ def _check_logits(logits: object, batch: int) -> torch.Tensor:
     return logits
 
 
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode, restoring every submodule's train/eval flag afterwards."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
 # --- attention ----------------------------------------------------------------------------------------------------
 
 
@@ -212,7 +199,7 @@ def vit_attention(model: SmallViT, images: torch.Tensor) -> torch.Tensor:
     """
     vit = _check_vit(model)
     x = _check_images(vit, images)  # (batch, channel, H, W)
-    with _evaluating(vit), torch.no_grad(), record(vit, PATTERN_HOOKS) as trace:
+    with evaluating(vit), torch.no_grad(), record(vit, PATTERN_HOOKS) as trace:
         vit(x)
     return stack_patterns(trace, PATTERN_HOOKS)  # (layer, batch, head, token, token)
 
@@ -320,7 +307,7 @@ def logit_gradient(model: nn.Module, images: torch.Tensor, target: object = None
     """
     model = _check_model(model)
     x = _check_images(model, images)  # (batch, channel, H, W)
-    with _evaluating(model):
+    with evaluating(model):
         inp = x.clone().requires_grad_(True)  # a copy: the caller's tensor gets no graph
         with torch.enable_grad():
             logits = _check_logits(model(inp), x.shape[0])  # (batch, classes)
@@ -378,7 +365,7 @@ def integrated_gradients_map(
     steps = check_int("steps", steps, 1, integral=True, note="integration points")
     baselines = _check_baseline(baseline, x)  # (batch, channel, H, W)
     batch = x.shape[0]
-    with _evaluating(model):
+    with evaluating(model):
         with torch.no_grad():
             logits = _check_logits(model(x), batch)  # (batch, classes)
         picked = _check_target(target, logits)  # (batch,)
@@ -484,7 +471,7 @@ def looks_at(model: nn.Module, image: torch.Tensor, target: int | None = None, s
         raise ValueError("image has no nonzero pixel: there is no digit to look at")
     height, width = x.shape[2:]
 
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         logits = _check_logits(model(x), 1)  # (1, classes)
     picked = int(_check_target(target, logits)[0])
     gradient = logit_gradient(model, x, picked)[0]  # (H, W), sums to 1
