@@ -87,22 +87,25 @@ def attention_models(embed_dim: int = 128, num_heads: int = 4) -> tuple[nn.Modul
 
 def fixed_costs(repeats: int = 30, inner: int = 2000) -> dict[str, float]:
     """Microseconds per call: idle hook point vs a plain identity function, explorer vs torch layers on tiny inputs."""
-    from explorer.hooks import HookPoint
+    from explorer.hooks import HookPoint, intervene
 
     hook, x = HookPoint(("batch",)), torch.zeros(1)
+    edited = nn.Sequential(HookPoint(("batch",)))  # the same call with one pass-through edit attached
     identity = lambda t: t  # noqa: E731 - the cheapest possible call, the baseline
     conv_ours, conv_plain = Conv2d(1, 1, 1), nn.Conv2d(1, 1, 1)
     attn_ours, attn_plain = attention_models(embed_dim=8, num_heads=2)
     tiny_image, tiny_tokens = torch.zeros(1, 1, 1, 1), torch.zeros(1, 2, 8)
-    times = interleaved_times({
-        "hook_point": lambda: hook(x), "identity": lambda: identity(x),
-        "conv_explorer": lambda: conv_ours(tiny_image), "conv_torch": lambda: conv_plain(tiny_image),
-        "attention_explorer": lambda: attn_ours[0].inner(tiny_tokens),
-        "attention_plain": lambda: attn_plain[0].inner(tiny_tokens),
-    }, repeats=repeats, inner=inner)
+    with intervene(edited, {"0": lambda t, _hook: t}):
+        times = interleaved_times({
+            "hook_point": lambda: hook(x), "identity": lambda: identity(x), "edited_hook_point": lambda: edited[0](x),
+            "conv_explorer": lambda: conv_ours(tiny_image), "conv_torch": lambda: conv_plain(tiny_image),
+            "attention_explorer": lambda: attn_ours[0].inner(tiny_tokens),
+            "attention_plain": lambda: attn_plain[0].inner(tiny_tokens),
+        }, repeats=repeats, inner=inner)
     us = {name: statistics.median(t) * 1e6 for name, t in times.items()}
     return {
         "idle_hook_point_us": us["hook_point"] - us["identity"],
+        "edited_hook_point_us": us["edited_hook_point"] - us["identity"],  # an edit costs only where attached
         "conv_layer_extra_us": us["conv_explorer"] - us["conv_torch"],
         "attention_layer_extra_us": us["attention_explorer"] - us["attention_plain"],
     }
