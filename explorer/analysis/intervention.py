@@ -131,7 +131,7 @@ def _index(hook: HookPoint, x: torch.Tensor, indices: Sequence[int]) -> tuple[in
     size = x.shape[axis]
     bad = [i for i in indices if i >= size]
     if bad:
-        raise IndexError(f"unit index {bad} out of range at hook point {hook.name!r}: its "
+        raise ValueError(f"units: index {bad} out of range at hook point {hook.name!r}: its "
                          f"{hook.dims[axis]} axis has {size} units (0..{size - 1})")
     return axis, torch.as_tensor(list(indices), dtype=torch.long, device=x.device)
 
@@ -154,7 +154,7 @@ def _replace(hook: HookPoint, x: torch.Tensor, indices: Sequence[int], source: t
     if position is not None:  # units of one position only: the position axis follows the unit axis
         pos_axis = axis + 1
         if pos_axis >= x.ndim or not 0 <= position < x.shape[pos_axis]:
-            raise IndexError(f"position {position} out of range at hook point {hook.name!r} "
+            raise ValueError(f"position: {position} is out of range at hook point {hook.name!r} "
                              f"(shape {tuple(x.shape)}, dims {hook.dims})")
         at = torch.zeros(x.shape[pos_axis], dtype=torch.bool, device=x.device)
         at[position] = True

@@ -312,8 +312,13 @@ def test_bad_input_is_refused_and_the_model_is_unchanged(model, x):
             continue
         with pytest.raises(error, match=message):
             call()
-    with pytest.raises(IndexError, match=r"out of range at hook point 'attn.0.hook_z'.*2 units"):
+    with pytest.raises(ValueError, match=r"units: index \[2\] out of range at hook point 'attn.0.hook_z'.*2 units"):
         with intervene(model, zero_ablation(model, {"attn.0.hook_z": [HEADS]})):
+            model(x)
+    with record(model, "attn.0.hook_z") as clean:
+        model(x)
+    with pytest.raises(ValueError, match=r"position: 6 is out of range at hook point 'attn.0.hook_z'"):
+        with intervene(model, patching(model, {"attn.0.hook_z": [0]}, clean, position=6)):
             model(x)
     with pytest.raises(ValueError, match=r"does not broadcast"):
         with intervene(model, mean_ablation(model, {"attn.0.hook_z": [0]},
