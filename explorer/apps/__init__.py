@@ -10,14 +10,15 @@ import importlib
 
 from explorer.apps.dashboard import dashboard
 
-__all__ = ["AttentionMapsApp", "CostScalingApp", "CrossModalApp", "HeadToHeadApp", "LongRangeApp", "ReceptiveFieldApp",
-           "dashboard"]
+__all__ = ["AttentionMapsApp", "CostScalingApp", "CrossModalApp", "HeadToHeadApp", "InterveneApp", "LongRangeApp",
+           "ReceptiveFieldApp", "dashboard"]
 
 _MODULES = {
     "AttentionMapsApp": "explorer.apps.attention_maps",
     "CostScalingApp": "explorer.apps.cost_scaling",
     "CrossModalApp": "explorer.apps.cross_modal",
     "HeadToHeadApp": "explorer.apps.head_to_head",
+    "InterveneApp": "explorer.apps.intervene",
     "LongRangeApp": "explorer.apps.long_range",
     "ReceptiveFieldApp": "explorer.apps.receptive_field",
 }

@@ -33,6 +33,7 @@ TABS = [
     ("Cost scaling", _lazy("explorer.apps.cost_scaling", "CostScalingApp")),
     ("Head to head", _lazy("explorer.apps.head_to_head", "HeadToHeadApp")),
     ("Long range", _lazy("explorer.apps.long_range", "LongRangeApp")),
+    ("Intervene", _lazy("explorer.apps.intervene", "InterveneApp")),
 ]
 LOADING = "<div class='dash-loading' style='padding:12px;color:#555'>Loading this tab …</div>"
 

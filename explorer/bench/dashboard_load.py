@@ -53,7 +53,12 @@ click), and the sample is ``last mutation - input event``, both on the page's ``
 (the input time is the key/pointer event's ``timeStamp``), once 400 ms have passed without a further mutation.
 So a sample covers the websocket round trip, the kernel's computation and the browser's redraw. The cost tab's
 "Does it fit?" button (an analytic formula, no model) is measured the same way as a trivial round trip, so the
-scenarios can be read as ratios to it. All CSS selectors are in :data:`SELECTORS`.
+scenarios can be read as ratios to it. The Intervene tab's scenario clicks two cells of its layer x head grid
+(heads 7 and 8 of layer 3) in turn, so the ablated heads go {7}, {7, 8}, {8}, {}; each click redraws the output
+figure, and in three of the four states the kernel reruns MiniLM's layers 3-6 on the pair and on the fixed batch of
+8 pairs (the layers before the first ablated one are the clean run's; the empty state is the clean run itself).
+``--only`` measures a subset. The machine's load average before and after goes into the metadata (other work
+shares the cores). All CSS selectors are in :data:`SELECTORS`.
 
 Limits: the browser, the server and the kernels share this machine's cores, so at larger N the browser's own
 work is part of the wait. Everything is bounded: N <= 32, pool size <= 32, a global ``--timeout`` deadline and a
@@ -105,7 +110,8 @@ SELECTORS: dict[str, str] = {
     "tab": ".lm-TabBar-tab, .p-TabBar-tab",                   # a tab title (filtered by its text)
     "stderr": ('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], '
                '.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]'),
-    "app_error": ".dash-error, .rf-error, .attn-error, .xm-error, .cost-error, .js-plotly-plot[data-error]",
+    "app_error": (".dash-error, .rf-error, .attn-error, .xm-error, .cost-error, .h2h-error, .lr-error, .iv-error, "
+                  ".js-plotly-plot[data-error]"),
     "config": "#jupyter-config-data",                         # Voilà's page config (kernelId)
     # latency scenarios
     "rf_ready": ".rf-figure.js-plotly-plot .main-svg",
@@ -117,12 +123,17 @@ SELECTORS: dict[str, str] = {
     "xm_ready": ".xm-figure.js-plotly-plot .main-svg",
     "xm_button": ".xm-new-scene",
     "xm_figure": ".xm-figure",
+    "iv_ready": ".iv-output.js-plotly-plot .main-svg",
+    "iv_cell": "button.iv-cell-2-6",                          # the grid's toggles of layer 3, heads 7 and 8
+    "iv_cell_2": "button.iv-cell-2-7",
+    "iv_figure": ".iv-output",
     "cost_ready": ".cost-calc",
     "cost_n": ".cost-calc-n input",
     "cost_button": ".cost-calc",
     "cost_result": ".cost-calc-result",
 }
-TAB_TITLES = {"rf": "Receptive fields", "attn": "Attention maps", "xm": "Cross-modal", "cost": "Cost scaling"}
+TAB_TITLES = {"rf": "Receptive fields", "attn": "Attention maps", "xm": "Cross-modal", "cost": "Cost scaling",
+              "iv": "Intervene"}
 ERROR_TEXTS = ("Error displaying widget", "Traceback (most recent call last)", "There was an error")
 SLOW_INIT = "[anywidget] Failed to initialize model."
 OFFLINE_OK = ("https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@",)  # Voilà's CDN icons, offline
@@ -225,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lat = sub.add_parser("latency", help="one visitor: control change -> settled plot")
     lat.add_argument("--repeats", type=int, default=16, help="samples per scenario (1..200)")
+    lat.add_argument("--only", nargs="+", default=None, metavar="SCENARIO",
+                     help=f"measure only these scenarios (of {', '.join(LATENCY_NAMES)}; default all)")
     lat.add_argument("--out", default=str(ROOT / "assets/benchmarks/dashboard_latency_cpu.json"))
     _common_options(lat)
     return parser
@@ -253,6 +266,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             raise ValueError("--preheat needs the benchmark's own server; leave it out with --url")
     else:
         _check_range(args.repeats, "--repeats", 1, 200)
+        if args.only is not None:
+            unknown = [name for name in args.only if name not in LATENCY_NAMES]
+            if unknown:
+                raise ValueError(f"--only takes scenario names of {LATENCY_NAMES}, got {unknown}")
+            args.only = list(dict.fromkeys(args.only))
     return args
 
 
@@ -1001,6 +1019,7 @@ class Scenario:
     control: str
     container: str
     keys: tuple[str, ...] = ()        # key presses, cycled (empty: click the control)
+    controls: tuple[str, ...] = ()    # controls clicked in turn instead of ``control`` (empty: ``control`` only)
     alternate_input: str | None = None  # an input set to alternating values before each click
     alternate_values: tuple[str, ...] = ()
     ready_timeout_s: float = 180.0
@@ -1013,10 +1032,17 @@ SCENARIOS: dict[str, Scenario] = {
                                 SELECTORS["attn_figure"], keys=("ArrowRight", "ArrowLeft")),
     "cross_modal_new_scene": Scenario(TAB_TITLES["xm"], SELECTORS["xm_ready"], SELECTORS["xm_button"],
                                       SELECTORS["xm_figure"]),
+    # two heads of layer 3 toggled in turn: ablated {7}, {7, 8}, {8}, {} (the last one is the clean state, which the
+    # app reads from its clean run; the others run the pair and the batch of 8 pairs through layers 3-6)
+    "intervene_toggle": Scenario(TAB_TITLES["iv"], SELECTORS["iv_ready"], SELECTORS["iv_cell"],
+                                 SELECTORS["iv_figure"], controls=(SELECTORS["iv_cell"], SELECTORS["iv_cell_2"],
+                                                                   SELECTORS["iv_cell"], SELECTORS["iv_cell_2"])),
 }
 # the trivial round trip: an analytic formula in the kernel, its answer as text (two n's so the text changes)
 ROUND_TRIP = Scenario(TAB_TITLES["cost"], SELECTORS["cost_ready"], SELECTORS["cost_button"], SELECTORS["cost_result"],
                       alternate_input=SELECTORS["cost_n"], alternate_values=("65536", "65537"))
+ROUND_TRIP_NAME = "round_trip_cost_calc"
+LATENCY_NAMES = (*SCENARIOS, ROUND_TRIP_NAME)
 
 
 async def open_tab(page, scenario: Scenario, deadline: Deadline) -> None:
@@ -1033,7 +1059,8 @@ async def one_sample(page, scenario: Scenario, index: int, deadline: Deadline) -
         await box.press("Enter", timeout=10_000)
     if not await page.evaluate("(s) => window.__bench.arm(s)", scenario.container):
         raise LookupError(f"container {scenario.container!r} not found")
-    control = page.locator(scenario.control).first
+    control = page.locator(scenario.controls[index % len(scenario.controls)] if scenario.controls
+                           else scenario.control).first
     if scenario.keys:
         await control.focus(timeout=10_000)
         await control.press(scenario.keys[index % len(scenario.keys)], timeout=10_000)
@@ -1070,22 +1097,25 @@ async def run_scenario(page, scenario: Scenario, repeats: int, deadline: Deadlin
 
 def _selectors_of(scenario: Scenario) -> dict:
     return {"tab": scenario.tab, "ready": scenario.ready, "control": scenario.control,
-            "container": scenario.container, "keys": list(scenario.keys)}
+            "controls": list(scenario.controls), "container": scenario.container, "keys": list(scenario.keys)}
 
 
-async def latency_page(browser, url: str, repeats: int, deadline: Deadline) -> dict:
+async def latency_page(browser, url: str, repeats: int, deadline: Deadline,
+                       only: Sequence[str] | None = None) -> dict:
+    """One page: each scenario of ``only`` (default all, the round trip last) ``repeats`` times."""
     visitor = await new_visitor(browser, f"{SELECTORS['dashboard']} {SELECTORS['plot']}")
+    chosen = [name for name in LATENCY_NAMES if only is None or name in only]
     try:
         load = await visit(visitor, url, deadline.left(300), None, time.perf_counter())
         scenarios = {}
         if load["saw_plot"]:
-            for name, scenario in SCENARIOS.items():
+            for name in chosen:
+                scenario = ROUND_TRIP if name == ROUND_TRIP_NAME else SCENARIOS[name]
                 scenarios[name] = await run_scenario(visitor.page, scenario, repeats, deadline)
-            scenarios["round_trip_cost_calc"] = await run_scenario(visitor.page, ROUND_TRIP, repeats, deadline)
         else:
             scenarios = {name: {"error": "the dashboard showed no plot: " + "; ".join(load["errors"] + visitor.errors)}
-                         for name in [*SCENARIOS, "round_trip_cost_calc"]}
-        base = scenarios.get("round_trip_cost_calc", {}).get("median_s")
+                         for name in chosen}
+        base = scenarios.get(ROUND_TRIP_NAME, {}).get("median_s")
         for result in scenarios.values():
             if "median_s" in result and base:
                 result["ratio_to_round_trip"] = result["median_s"] / base
@@ -1103,12 +1133,15 @@ async def latency_command(args: argparse.Namespace, argv: Sequence[str] | None) 
                                 settle_quiet_ms=QUIET_MS, selectors=SELECTORS,
                                 measure="performance.now() of the last mutation in the container minus the input "
                                         "event's timeStamp, declared settled after QUIET_MS without mutation",
-                                timeout_s=args.timeout)
+                                timeout_s=args.timeout, only=args.only,
+                                # other work on the machine shares its cores: its 1/5/15-minute load, before and after
+                                load_average_before=list(os.getloadavg()))
         if args.url is not None:
-            result = await latency_page(browser, args.url, args.repeats, deadline)
+            result = await latency_page(browser, args.url, args.repeats, deadline, args.only)
         else:
             with serve(NOTEBOOKS, DASHBOARD, deadline) as server:
-                result = await latency_page(browser, server.url, args.repeats, deadline)
+                result = await latency_page(browser, server.url, args.repeats, deadline, args.only)
+    meta["load_average_after"] = list(os.getloadavg())
     return {"metadata": meta, **result}
 
 

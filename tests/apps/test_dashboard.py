@@ -21,7 +21,7 @@ def test_only_the_first_tab_is_built_and_imported_at_start():
     assert apps == str(['ReceptiveFieldApp'] + [None] * (len(TABS) - 1))
     # (explorer.models still imports its BERT code eagerly: cheap; the weights load only in the attention app)
     for heavy in ("explorer.apps.attention_maps", "explorer.apps.cross_modal", "explorer.apps.cost_scaling",
-                  "explorer.apps.head_to_head", "explorer.apps.long_range"):
+                  "explorer.apps.head_to_head", "explorer.apps.long_range", "explorer.apps.intervene"):
         assert f"'{heavy}'" not in modules, heavy
 
 

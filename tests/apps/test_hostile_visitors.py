@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import ipywidgets as W
 import pytest
+import torch
 
 from explorer.apps import _comm_guard
 from explorer.apps._comm_guard import FRONTEND_KEYS, MAX_TEXT, guard_of, harden
@@ -37,6 +38,7 @@ MESSAGES = {
     "CostScalingApp": ("status", "cost-error"),
     "HeadToHeadApp": ("message", "h2h-error"),
     "LongRangeApp": ("message", "lr-error"),
+    "InterveneApp": ("message", "iv-error"),
 }
 # What ipywidgets' own catch-alls log when an exception reaches them (``_show_traceback``, ``CallbackDispatcher``).
 CATCH_ALL = ("Exception in widget method", "Exception in callback")
@@ -206,7 +208,9 @@ def assert_valid(widget: W.Widget, key: str, bounds: tuple | None) -> None:
 
 BUILT_TITLES = [title for title, _ in TABS]
 # A visitor's cheaper settings before the click storm (the storm runs each button's action once, for real)
-CHEAP = {"Cost scaling": lambda app: (update(app.ops, {"index": [0]}), update(app.sizes, {"value": [5, 6]}))}
+CHEAP = {"Cost scaling": lambda app: (update(app.ops, {"index": [0]}), update(app.sizes, {"value": [5, 6]})),
+         "Intervene": lambda app: (update(app.sentence_a, {"value": "A cat slept."}),
+                                   update(app.sentence_b, {"value": "The cat woke."}))}
 
 
 def tab_param():
@@ -324,7 +328,7 @@ def test_malformed_messages_are_ignored_with_a_message(dash, index, monkeypatch,
         for content in odd:
             custom(widget, content)
     assert len(receivers) >= {"Attention maps": 5, "Cross-modal": 1, "Cost scaling": 1,
-                              "Head to head": 4}.get(b.title, 0)
+                              "Head to head": 4, "Intervene": 4}.get(b.title, 0)
 
 
 @tab_param()
@@ -346,7 +350,7 @@ def test_a_click_storm_runs_the_action_once(dash, index, no_catch_all):
         # the clicks queued while the first one ran arrive at once: one run, the rest dropped
         assert len(runs) == 1, (button.description, len(runs))
     assert len(buttons) >= {"Attention maps": 2, "Cross-modal": 2, "Cost scaling": 2,
-                            "Head to head": 1}.get(b.title, 0)
+                            "Head to head": 1, "Intervene": 2}.get(b.title, 0)
 
 
 def test_the_dashboard_tab_refuses_bad_tabs_and_still_switches(dash, sent, no_catch_all):
@@ -401,5 +405,17 @@ def test_every_app_still_answers_afterwards(dash, index, no_catch_all):
         update(app.head, {"index": 2})  # head 2
         assert "data-distance='100'" in app.status.value and app.head.value == 1
         assert abs(float(app.attention_row.sum()) - 1) < 1e-5 and b.css not in b.message.value
+    elif name == "InterveneApp":
+        from explorer import intervene
+        from explorer.analysis.intervention import pair_similarity, zero_ablation
+        from explorer.apps.intervene import pair_forward
+
+        update(app.cells[(4, 2)], {"value": True})  # layer 5, head 3, ablated from the page
+        model = app.pretrained.model
+        with torch.no_grad(), intervene(model, zero_ablation(model, {"blocks.4.attn.hook_z": [2]})):
+            want = float(pair_similarity()(pair_forward(model, app.experiment.inputs))[0])
+        assert abs(app.similarity - want) < 1e-6 and 'data-ablated="4.2"' in app.status.value  # same inputs: float32
+        update(app.cells[(4, 2)], {"value": False})
+        assert app.similarity == app.experiment.clean_similarity and b.css not in b.message.value
     else:
         raise AssertionError(f"add a legitimate change of {name} to this test")

@@ -81,6 +81,15 @@ def test_parse_latency():
         dl.parse_args(["nothing"])
 
 
+def test_parse_latency_only():
+    assert dl.parse_args(["latency"]).only is None  # every scenario
+    args = dl.parse_args(["latency", "--only", "intervene_toggle", "round_trip_cost_calc", "intervene_toggle"])
+    assert args.only == ["intervene_toggle", "round_trip_cost_calc"]
+    assert set(dl.LATENCY_NAMES) == {*dl.SCENARIOS, "round_trip_cost_calc"}
+    with pytest.raises(ValueError, match="--only"):
+        dl.parse_args(["latency", "--only", "attention"])
+
+
 def test_metadata_keys():
     meta = dl.machine_metadata(["visitors", "--n", "1"], chromium="1.0", cull={"cull_idle_timeout_s": 60})
     for key in ("cpu_model", "cpu_count", "cpu_affinity", "ram_total_gb", "python", "torch", "voila", "chromium",
@@ -122,6 +131,8 @@ def test_run_summary_pools_rounds():
 def test_selectors_in_one_place():
     for scenario in [*dl.SCENARIOS.values(), dl.ROUND_TRIP]:
         assert scenario.control in dl.SELECTORS.values() and scenario.container in dl.SELECTORS.values()
+        assert all(control in dl.SELECTORS.values() for control in scenario.controls)
+        assert scenario.tab in dl.TAB_TITLES.values()
 
 
 @pytest.mark.parametrize("url, blocked", [("http://127.0.0.1:8866/voila/static/x.js", False),

@@ -34,16 +34,17 @@ from tests.browser.lab_server import lab_server
 from tests.browser.test_attention_tab import _patterns, _wait_title, _z
 from tests.browser.test_cross_modal_tab import _wait_overlay, _wait_seed
 from tests.browser.test_dashboard import _rf_size, add_layers_and_wait
+from tests.browser.test_intervene_tab import _wait as _wait_intervene
 from tests.browser.test_long_range_tab import _wait_library as _wait_long_range
 
 pytestmark = pytest.mark.browser
 
 NOTEBOOKS = ["01_receptive_fields.ipynb", "02_attention_maps.ipynb", "03_cross_modal_attention.ipynb",
-             "04_cost_scaling.ipynb", "05_head_to_head.ipynb", "06_long_range.ipynb", "07_attention_as_convolution.ipynb",
-             "dashboard.ipynb"]
+             "04_cost_scaling.ipynb", "05_head_to_head.ipynb", "06_long_range.ipynb",
+             "07_attention_as_convolution.ipynb", "08_interventions.ipynb", "dashboard.ipynb"]
 WIDTHS = (1280, 1920)
 ARTIFACTS = ROOT / "tests" / "browser" / "_artifacts" / "lab"
-APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .h2h-app, .lr-app, .explorer-dashboard"
+APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .h2h-app, .lr-app, .iv-app, .explorer-dashboard"
 
 # Where each kind of ipywidgets view shows in the page (the class its view puts on its element).
 VIEW_SELECTORS = {
@@ -54,6 +55,7 @@ VIEW_SELECTORS = {
     "Text": ".widget-text:not(.widget-textarea)", "BoundedIntText": ".widget-text:not(.widget-textarea)",
     "IntSlider": ".widget-hslider", "IntRangeSlider": ".widget-hslider", "SelectMultiple": ".widget-select-multiple",
     "IntProgress": ".widget-hprogress", "WidthWatcher": ".explorer-width-watcher",
+    "ToggleButton": ".widget-toggle-button:not(.widget-toggle-buttons *)", "GridBox": ".widget-gridbox",
 }
 @pytest.fixture(scope="session")
 def lab(browser):
@@ -137,7 +139,7 @@ def test_app_interaction_draws_library_numbers(notebook):
     interact = {"01_receptive_fields.ipynb": _receptive_field, "02_attention_maps.ipynb": _attention,
                 "03_cross_modal_attention.ipynb": _cross_modal, "04_cost_scaling.ipynb": _cost,
                 "05_head_to_head.ipynb": _head_to_head, "06_long_range.ipynb": _long_range,
-                "07_attention_as_convolution.ipynb": _shift_heads,
+                "07_attention_as_convolution.ipynb": _shift_heads, "08_interventions.ipynb": _intervene,
                 "dashboard.ipynb": _receptive_field}[nb.name]
     start = time.perf_counter()
     interact(nb.page)
@@ -258,6 +260,19 @@ def _shift_heads(page) -> None:
         want = pattern[h, 4 * 12 + 5].reshape(12, 14)  # query pixel (4, 5) over the zero-padded 12 x 14 grid
         torch.testing.assert_close(torch.tensor(z, dtype=torch.float64), want, atol=1e-6, rtol=0)  # through JSON
         assert float(want.max()) > 1 - 1e-12 and int((want > 1e-12).sum()) == 1  # a one-hot shift
+
+
+def _intervene(page) -> None:
+    """Lesson 08's app (the default pair): clicking layer 6, head 12 in the grid makes the page show the similarity
+    of a fresh zero-ablation run, for the pair and the fixed batch; clicking it again restores the clean numbers."""
+    page.wait_for_selector(".iv-output.js-plotly-plot .main-svg", state="visible", timeout=60_000)
+    _wait_intervene(page, ())
+    cell = page.locator("button.iv-cell-5-11")
+    cell.click()
+    _wait_intervene(page, ((5, 11),))
+    cell.click()
+    _wait_intervene(page, ())
+    assert page.locator(".iv-error").count() == 0
 
 
 def test_head_view_survives_reload_and_reopen(lab):
