@@ -94,6 +94,7 @@ from explorer._provenance import git_commit
 __all__ = [
     "MEASURES", "IG_STEPS", "DEFAULT_N", "VIT_K", "MINILM_K", "VIT_GRAY", "MODELS", "ModelMaps",
     "spearman", "kendall", "top_k_overlap", "random_top_k", "interval", "paired_difference", "agreement", "pointing",
+    "patch_sums", "shared_word_tokens",
     "gradient_weighted_attention", "gradient_rollout", "vit_maps", "PairSimilarity", "minilm_maps", "analyse",
     "run", "render_report", "default_agreement_dir", "load_agreement", "main",
 ]
@@ -476,8 +477,9 @@ def _rows_of(tensor: torch.Tensor) -> list[np.ndarray]:
     return [row for row in tensor.detach().cpu().to(torch.float64).numpy()]
 
 
-def _patch_sums(pixels: torch.Tensor, patch: int) -> torch.Tensor:
-    """[batch, H, W] -> [batch, patches] (row-major patch order), summed over each patch's pixels."""
+def patch_sums(pixels: torch.Tensor, patch: int) -> torch.Tensor:
+    """``[batch, height, width]`` -> ``[batch, patch]`` (row-major patch order), summed over each ``patch x patch``
+    block of pixels (height and width multiples of ``patch``)."""
     batch, height, width = pixels.shape
     grid = pixels.reshape(batch, height // patch, patch, width // patch, patch).sum(dim=(2, 4))
     return grid.reshape(batch, -1)
@@ -537,7 +539,7 @@ def vit_maps(model: torch.nn.Module, images: torch.Tensor, steps: int = IG_STEPS
     seconds["attention_maps"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    maps["gradient"] = _rows_of(_patch_sums(logit_gradient(model, x, target), patch))
+    maps["gradient"] = _rows_of(patch_sums(logit_gradient(model, x, target), patch))
     seconds["gradient"] = time.perf_counter() - start
 
     references: dict[str, list[np.ndarray]] = {}
@@ -545,7 +547,7 @@ def vit_maps(model: torch.nn.Module, images: torch.Tensor, steps: int = IG_STEPS
     for name, value in ((PRIMARY, 0.0), ("ig_gray", float(gray))):
         start = time.perf_counter()
         saliency, delta = integrated_gradients_map(model, x, target, steps, value)  # (batch, H, W), (batch,)
-        references[name] = _rows_of(_patch_sums(saliency, patch))
+        references[name] = _rows_of(patch_sums(saliency, patch))
         with evaluating(model), torch.no_grad():
             at_x = model(x).gather(1, target[:, None])[:, 0]
             at_b = model(torch.full_like(x, value)).gather(1, target[:, None])[:, 0]
@@ -554,7 +556,7 @@ def vit_maps(model: torch.nn.Module, images: torch.Tensor, steps: int = IG_STEPS
                     "delta": delta.tolist(), "gap": (at_x - at_b).tolist(), "f_x": at_x.tolist()}
         seconds[name] = time.perf_counter() - start
 
-    ink = _patch_sums(x.ne(0).any(dim=1).to(torch.float64), patch) > 0  # (batch, patches)
+    ink = patch_sums(x.ne(0).any(dim=1).to(torch.float64), patch) > 0  # (batch, patches)
     keep = [np.ones(ink.shape[1], dtype=bool) for _ in range(len(x))]
     inputs = [{"predicted": int(t), "target": int(t), "n_units": int(ink.shape[1]), "n_target_units": int(h.sum())}
               for t, h in zip(target, ink)]
@@ -619,8 +621,18 @@ class PairSimilarity:
         return attributions.detach()[0], float(delta[0])
 
 
-def _shared_word_tokens(encoding: Any, text: str, word: str | None) -> np.ndarray:
-    """bool per token: inside a whole-word occurrence of ``word`` in ``text`` (by the tokens' character offsets)."""
+def shared_word_tokens(encoding: Any, text: str, word: str | None) -> np.ndarray:
+    """Which tokens lie inside a whole-word occurrence of ``word`` in ``text`` (case-insensitive), by the tokens'
+    character offsets.
+
+    Args:
+        encoding: the tokenizer's encoding of ``text`` (``tokens``, ``offsets``, ``special``).
+        text: the encoded text.
+        word: the word, or None (no token).
+
+    Returns:
+        bool ``[token]``; special tokens are never inside.
+    """
     hits = np.zeros(len(encoding.tokens), dtype=bool)
     if word is None:
         return hits
@@ -629,6 +641,10 @@ def _shared_word_tokens(encoding: Any, text: str, word: str | None) -> np.ndarra
             if not encoding.special[i] and start >= match.start() and end <= match.end() and end > start:
                 hits[i] = True
     return hits
+
+
+# explorer/apps/intervene.py imports the old private name; remove this alias once it imports shared_word_tokens
+_shared_word_tokens = shared_word_tokens
 
 
 def _check_pairs(pairs: object) -> list[tuple[str, str, str | None]]:
@@ -726,7 +742,7 @@ def minilm_maps(pairs: Sequence[Any], pretrained: Any = None, steps: int = IG_ST
                 ig[name]["f_x"].append(at_x)
                 seconds[name] += time.perf_counter() - start
             keep.append(~target.special.numpy())
-            hits = _shared_word_tokens(target.encoding, a, shared)
+            hits = shared_word_tokens(target.encoding, a, shared)
             targets.append(hits)
             inputs.append({"a": a, "b": b, "shared": shared, "tokens": list(target.encoding.tokens),
                            "n_units": int((~target.special).sum()), "n_target_units": int(hits.sum()),

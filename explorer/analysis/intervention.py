@@ -8,6 +8,8 @@ Units. A *unit hook* is a hook point with a ``"head"`` dimension (``*.hook_z`` `
 before the output projection, where heads are separable) or a ``"channel"`` dimension (a conv's ``hook_out``
 ``[batch, channel, *spatial]``). A selection of units is ``{hook_name: [index, ...]}``; a sweep walks the hooks
 matched by a glob in model order (the ``layer`` axis) and every index of each (the ``head`` / ``channel`` axis).
+Hooks may have different widths (convs of 32, 40 and 40 channels): a sweep's ``unit`` axis is then as long as the
+widest and padded with NaN (:class:`Sweep`, :func:`flat_units`); :func:`pruning_order` leaves NaN out.
 
 Edits (each returns ``{hook_name: fn}`` for :func:`explorer.intervene`):
 
@@ -18,19 +20,22 @@ Edits (each returns ``{hook_name: fn}`` for :func:`explorer.intervene`):
   optionally at one position only;
 * :func:`scaling` -- multiplied by a factor per unit (the multiplicative mask of Michel et al.).
 
-Sweeps (:class:`Sweep`, a tensor with named dims): :func:`ablation_sweep` ``[layer, unit]``,
-:func:`patching_sweep` ``[layer, unit]`` or ``[layer, position, unit]``, :func:`gradient_importance` ``[layer,
-unit]`` (the gradient of the metric w.r.t. a mask at 1: a first-order predictor of the ablation effect,
-``effect_h ~ -grad_h``; Michel, Levy & Neubig 2019, https://arxiv.org/abs/1905.10650).
+:func:`run_with_edits` runs the model with edits applied. Sweeps (:class:`Sweep`, a tensor with named dims):
+:func:`ablation_sweep` ``[layer, unit]``, :func:`patching_sweep` ``[layer, unit]`` or ``[layer, position, unit]``,
+:func:`gradient_importance` ``[layer, unit]`` (the gradient of the metric w.r.t. a mask at 1: a first-order
+predictor of the ablation effect, ``effect_h ~ -grad_h``; Michel, Levy & Neubig 2019,
+https://arxiv.org/abs/1905.10650).
 
-Metrics take the model's output and return one number per input: :func:`logit_difference`,
-:func:`class_probability`, :func:`kl_divergence`, :func:`pair_similarity`, :func:`accuracy`.
+Chunks. ``chunk=k`` runs the inputs ``k`` at a time (less memory, and on one CPU thread batches of ~100 run about
+twice as fast as one of 1000) and joins the outputs along dim 0 before the metric, so a metric built for the whole
+batch (``accuracy(labels)``) works unchanged. The inputs must then be a tensor or a tuple/list of tensors whose
+dim 0 is the batch, and ``forward`` must return a tensor or a tuple/list of them with the batch first.
 
-Pruning (Michel et al.'s test): :func:`pruning_order` ranks units by a score, :func:`pruning_curve` removes them
-cumulatively and measures the metric after each removal.
-
-:func:`query_key_view` is bertviz's "neuron view" on any explorer attention layer: the query and key vectors of
-one head and query, their elementwise product, the dot products and the softmax, equal to ``hook_pattern``.
+Metrics (:mod:`explorer.analysis.intervention_metrics`) take the model's output and return one number per input:
+:func:`logit_difference`, :func:`class_probability`, :func:`kl_divergence`, :func:`pair_similarity`,
+:func:`accuracy`. Pruning (Michel et al.'s test): :func:`pruning_order` ranks units by a score, :func:`pruning_curve`
+removes them cumulatively and measures the metric after each removal. :func:`query_key_view`
+(:mod:`explorer.analysis.query_key`) is bertviz's "neuron view" of one head and query.
 """
 
 from __future__ import annotations
@@ -41,24 +46,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from explorer._checks import check_callable, check_choice, check_int, check_tensor, check_type
 from explorer._modes import evaluating
-from explorer.hooks import Edit, HookPoint, Trace, hook_points, intervene, record
+from explorer.analysis.chunks import Part, record_parts, run_parts, slices, splice, take
+from explorer.analysis.intervention_metrics import (
+    Metric, accuracy, class_probability, kl_divergence, logit_difference, pair_similarity,
+)
+from explorer.analysis.query_key import QueryKeyView, query_key_view
+from explorer.hooks import Edit, HookPoint, Trace, hook_points, intervene
 
 __all__ = [
-    "UNIT_DIMS", "Sweep", "QueryKeyView", "unit_hooks", "unit_axis", "unit_counts", "zero_ablation",
-    "mean_ablation", "resample_ablation", "patching", "scaling", "unit_means", "ablation_sweep", "patching_sweep",
-    "gradient_importance", "logit_difference", "class_probability", "kl_divergence", "pair_similarity",
-    "query_key_view", "accuracy", "pruning_order", "pruning_curve",
+    "UNIT_DIMS", "Sweep", "QueryKeyView", "unit_hooks", "unit_axis", "unit_counts", "flat_units", "zero_ablation",
+    "mean_ablation", "resample_ablation", "patching", "scaling", "unit_means", "run_with_edits", "ablation_sweep",
+    "patching_sweep", "gradient_importance", "logit_difference", "class_probability", "kl_divergence",
+    "pair_similarity", "query_key_view", "accuracy", "pruning_order", "pruning_curve",
 ]
 
 UNIT_DIMS = ("head", "channel")  # the dimension a unit indexes, in the hook point's dims
 ABLATIONS = ("zero", "mean", "resample")
 Forward = Callable[[nn.Module, Any], Any]  # forward(model, inputs) -> output
-Metric = Callable[[Any], torch.Tensor]  # metric(output) -> [batch]
 Units = Mapping[str, Sequence[int]]
 
 
@@ -102,7 +110,7 @@ def unit_hooks(model: nn.Module, hooks: str | Sequence[str]) -> list[HookPoint]:
 def unit_counts(model: nn.Module, forward: Forward, inputs: Any, hooks: str | Sequence[str]) -> dict[str, int]:
     """Number of units (heads or channels) at each unit hook, read from one forward pass on ``inputs``."""
     points = unit_hooks(model, hooks)
-    trace = _run_recorded(model, forward, inputs, [hp.name for hp in points])
+    trace = record_parts(model, forward, inputs, [hp.name for hp in points], [None])
     return {hp.name: int(trace[hp.name].shape[unit_axis(hp)]) for hp in points}
 
 
@@ -214,19 +222,19 @@ def scaling(model: nn.Module, factors: Mapping[str, torch.Tensor]) -> dict[str, 
 
 def _check_batch(name: str, inputs: Any) -> None:
     """ValueError if ``inputs`` (a tensor, or a tuple/list/dict of them) is an empty batch."""
-    parts = inputs.values() if isinstance(inputs, Mapping) else inputs if isinstance(inputs, (tuple, list)) else [inputs]
-    if any(isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == 0 for t in parts):
+    tensors = list(inputs.values()) if isinstance(inputs, Mapping) else inputs
+    if any(isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == 0
+           for t in (tensors if isinstance(tensors, (tuple, list)) else [tensors])):
         raise ValueError(f"{name} is an empty batch (a tensor of batch size 0): nothing to average or draw from")
 
 
-def _run_recorded(model: nn.Module, forward: Forward, inputs: Any, names: list[str]) -> Trace:
-    with evaluating(model), torch.no_grad(), record(model, names) as trace:
-        forward(model, inputs)
-    return trace
+def _resample_pick(size: int, batch: int, seed: int) -> torch.Tensor:
+    """The reference input of each of ``batch`` inputs: ``[batch]`` draws from ``size``, with replacement."""
+    return torch.randint(size, (batch,), generator=torch.Generator().manual_seed(seed))
 
 
 def unit_means(model: nn.Module, forward: Forward, reference: Any, hooks: str | Sequence[str],
-               over: Sequence[str] = ("batch",)) -> dict[str, torch.Tensor]:
+               over: Sequence[str] = ("batch",), *, chunk: int | None = None) -> dict[str, torch.Tensor]:
     """Mean activation of each unit hook over a reference batch.
 
     Args:
@@ -236,13 +244,14 @@ def unit_means(model: nn.Module, forward: Forward, reference: Any, hooks: str | 
         hooks: unit hooks (name, glob or list).
         over: dims to average over, ``("batch",)`` (per position; the inputs to ablate must then have the
             reference's positions) or e.g. ``("batch", "query")`` (one mean vector per unit, any length).
+        chunk: record ``chunk`` inputs at a time (see the module docstring).
 
     Returns:
         ``{hook_name: mean}`` with the averaged dims kept as size 1.
     """
     points = unit_hooks(model, hooks)
     _check_batch("reference", reference)
-    trace = _run_recorded(model, forward, reference, [hp.name for hp in points])
+    trace = record_parts(model, forward, reference, [hp.name for hp in points], slices(reference, chunk))
     means = {}
     for hp in points:
         x = trace[hp.name]
@@ -281,9 +290,7 @@ def resample_ablation(model: nn.Module, units: Units, reference: Trace | Mapping
             raise ValueError("reference is an empty batch: there is nothing to resample from")
 
         def edit(x: torch.Tensor, hook: HookPoint) -> torch.Tensor:
-            generator = torch.Generator().manual_seed(seed)
-            pick = torch.randint(source.shape[0], (x.shape[0],), generator=generator)
-            return _replace(hook, x, idx, source[pick])
+            return _replace(hook, x, idx, source[_resample_pick(source.shape[0], x.shape[0], seed)])
         return edit
 
     return {name: make(name, idx) for name, idx in checked.items()}
@@ -311,93 +318,40 @@ def patching(model: nn.Module, units: Units, source: Trace | Mapping[str, torch.
             for name, idx in checked.items()}
 
 
-# --- metrics ----------------------------------------------------------------------------------------------------
+# --- running ----------------------------------------------------------------------------------------------------
 
 
-def _logits(output: object) -> torch.Tensor:
-    if not isinstance(output, torch.Tensor) or output.ndim != 2:
-        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(f"the metric needs logits [batch, classes], got {got}")
-    return output
+def run_with_edits(model: nn.Module, forward: Forward, inputs: Any, edits: Mapping[str, Edit] | None = None, *,
+                   chunk: int | None = None) -> Any:
+    """``forward(model, inputs)`` with ``edits`` applied, in eval mode without gradients (flags restored).
+
+    Args:
+        model: the model.
+        forward: ``forward(model, inputs)`` -> output.
+        inputs: the batch.
+        edits: ``{hook_name: fn}`` (e.g. :func:`zero_ablation`), or None for the unchanged model.
+        chunk: run ``chunk`` inputs at a time and join the outputs along dim 0 (see the module docstring); edits
+            that hold per-input values (:func:`patching`, ``[batch, unit]`` :func:`scaling` factors) see one chunk
+            at a time, so use them without ``chunk``.
+    """
+    check_callable("forward", forward)
+    return run_parts(model, forward, inputs, slices(inputs, chunk), edits)
 
 
-def _per_input(name: str, value: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        if value.shape != (batch,):
-            raise ValueError(f"{name} must be an int or a LongTensor [batch={batch}], got shape {tuple(value.shape)}")
-        return value.to(device=device, dtype=torch.long)
-    return torch.full((batch,), check_int(name, value, 0), dtype=torch.long, device=device)
-
-
-def logit_difference(correct: int | torch.Tensor, wrong: int | torch.Tensor) -> Metric:
-    """Metric: ``logits[correct] - logits[wrong]`` per input (ints, or LongTensors ``[batch]``)."""
-    def metric(output: object) -> torch.Tensor:
-        logits = _logits(output)
-        a = _per_input("correct", correct, logits.shape[0], logits.device)
-        b = _per_input("wrong", wrong, logits.shape[0], logits.device)
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        return logits[rows, a] - logits[rows, b]
-    return metric
-
-
-def class_probability(target: int | torch.Tensor) -> Metric:
-    """Metric: the softmax probability of class ``target`` (an int, or a LongTensor ``[batch]``) per input."""
-    def metric(output: object) -> torch.Tensor:
-        logits = _logits(output)
-        t = _per_input("target", target, logits.shape[0], logits.device)
-        return logits.softmax(-1)[torch.arange(logits.shape[0], device=logits.device), t]
-    return metric
-
-
-def kl_divergence(reference_logits: torch.Tensor) -> Metric:
-    """Metric: ``KL(p_reference || p_output)`` in nats per input (0 for the unchanged model)."""
-    check_tensor("reference_logits", reference_logits, "[batch, classes]", dtype="float")
-    reference = reference_logits.detach().log_softmax(-1)
-
-    def metric(output: object) -> torch.Tensor:
-        logits = _logits(output)
-        if logits.shape != reference.shape:
-            raise ValueError(f"logits {tuple(logits.shape)} do not match reference_logits {tuple(reference.shape)}")
-        return (reference.exp() * (reference - logits.log_softmax(-1))).sum(-1)
-    return metric
-
-
-def pair_similarity() -> Metric:
-    """Metric: cosine similarity of the two embeddings of each pair, output ``[batch, 2, embed]``."""
-    def metric(output: object) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor) or output.ndim != 3 or output.shape[1] != 2:
-            got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ValueError(f"pair_similarity needs embeddings [batch, 2, embed], got {got}")
-        return F.cosine_similarity(output[:, 0], output[:, 1], dim=-1)
-    return metric
-
-
-def accuracy(labels: torch.Tensor) -> Metric:
-    """Metric: 1.0 where ``argmax(logits) == labels`` else 0.0, per input."""
-    check_tensor("labels", labels, "[batch] class indices", dtype="int")
-
-    def metric(output: object) -> torch.Tensor:
-        logits = _logits(output)
-        if labels.shape != (logits.shape[0],):
-            raise ValueError(f"labels must be [batch={logits.shape[0]}], got shape {tuple(labels.shape)}")
-        return (logits.argmax(-1) == labels.to(logits.device)).to(logits.dtype)
-    return metric
-
-
-def _measure(model: nn.Module, forward: Forward, inputs: Any, metric: Metric,
-             edits: Mapping[str, Edit] | None = None) -> torch.Tensor:
-    """Metric per input ``[batch]`` of one (edited) forward pass, without gradients, in eval mode."""
-    with evaluating(model), torch.no_grad():
-        if edits:
-            with intervene(model, edits):
-                output = forward(model, inputs)
-        else:
-            output = forward(model, inputs)
-        value = metric(output)
+def _check_metric(value: object) -> torch.Tensor:
     if not isinstance(value, torch.Tensor) or value.ndim > 1:
         raise ValueError(f"metric must return a Tensor [batch] or a scalar, got "
                          f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
     return value.detach().double().reshape(-1)
+
+
+def _measure(model: nn.Module, forward: Forward, inputs: Any, metric: Metric,
+             edits: Mapping[str, Edit] | Callable[[Part], Mapping[str, Edit]] | None = None,
+             parts: list[Part] | None = None) -> torch.Tensor:
+    """Metric per input ``[batch]`` of one (edited) run, without gradients, in eval mode."""
+    output = run_parts(model, forward, inputs, parts or [None], edits)
+    with evaluating(model), torch.no_grad():
+        return _check_metric(metric(output))
 
 
 # --- sweeps -----------------------------------------------------------------------------------------------------
@@ -408,16 +362,19 @@ class Sweep:
     """The result of a sweep: ``per_input`` ``[input, *dims]`` and its mean ``values`` ``[*dims]``.
 
     ``dims`` names the axes of ``values`` (``("layer", "head")``, ``("layer", "position", "head")``,
-    ``("layer", "channel")``); ``layers`` holds the hook names along ``layer``; ``baseline`` is the metric of the
-    unchanged model per input and ``reference`` (patching) the metric on the source inputs.
+    ``("layer", "channel")``); ``layers`` holds the hook names along ``layer`` and ``counts`` their units. Hooks of
+    different widths share one unit axis as long as the widest, padded with NaN where a layer has fewer units (and
+    the position axis likewise); :func:`flat_units` drops the padding. ``baseline`` is the metric of the unchanged model
+    per input and ``reference`` (patching) the metric on the source inputs.
     """
 
-    per_input: torch.Tensor                       # [input, *dims], float64
+    per_input: torch.Tensor                       # [input, *dims], float64, NaN where a layer has no such unit
     dims: tuple[str, ...]                         # names of values' axes
     layers: list[str]                             # hook name of each index along "layer"
     baseline: torch.Tensor                        # [input], metric of the unchanged model
     reference: torch.Tensor | None = None         # [input], metric on the source inputs (patching)
     meta: dict[str, Any] = field(default_factory=dict)
+    counts: list[int] = field(default_factory=list)  # units of each layer (empty: every layer as wide as the axis)
 
     @property
     def values(self) -> torch.Tensor:
@@ -441,19 +398,35 @@ class Sweep:
         return f"Sweep({shape}, inputs={self.per_input.shape[0]})"
 
 
-def _layers_and_units(model: nn.Module, forward: Forward, inputs: Any, hooks: str | Sequence[str]
-                      ) -> tuple[list[HookPoint], int, str]:
+def flat_units(values: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """``[input, layer, ..., unit]`` padded per layer (a :class:`Sweep`'s layout) -> ``[input, ..., sum(counts)]``:
+    layer ``l``'s first ``counts[l]`` units, layer after layer."""
+    check_tensor("values", values, "[input, layer, ..., unit]", ndim=None)
+    if values.ndim < 3 or values.shape[1] != len(counts) or max(counts, default=0) > values.shape[-1]:
+        raise ValueError(f"values {tuple(values.shape)} must be [input, layer={len(counts)}, ..., unit >= "
+                         f"{max(counts, default=0)}] for counts {list(counts)}")
+    return torch.cat([values[:, layer, ..., :count] for layer, count in enumerate(counts)], dim=-1)
+
+
+def _layout(model: nn.Module, forward: Forward, inputs: Any, hooks: str | Sequence[str],
+            parts: list[Part]) -> tuple[list[HookPoint], list[int], str]:
+    """The unit hooks, their widths (read from the first part of the inputs) and the unit kind."""
     points = unit_hooks(model, hooks)
-    counts = unit_counts(model, forward, inputs, [hp.name for hp in points])
-    dims = {hp.dims[unit_axis(hp)] for hp in points}
-    sizes = set(counts.values())
-    if len(dims) > 1 or len(sizes) > 1:
-        raise ValueError(f"hooks={hooks!r} mixes unit kinds or sizes ({counts}); sweep one kind and size at a time")
-    return points, sizes.pop(), dims.pop()
+    kinds = {hp.name: hp.dims[unit_axis(hp)] for hp in points}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"hooks={hooks!r} mixes unit kinds ({kinds}); sweep heads and channels separately")
+    counts = unit_counts(model, forward, take(inputs, parts[0]), list(kinds))
+    return points, [counts[hp.name] for hp in points], kinds[points[0].name]
+
+
+def _padded(batch: int, counts: list[int], *middle: int) -> torch.Tensor:
+    """NaN ``[batch, layer, *middle, max(counts)]`` float64, to fill."""
+    return torch.full((batch, len(counts), *middle, max(counts)), float("nan"), dtype=torch.float64)
 
 
 def ablation_sweep(model: nn.Module, forward: Forward, inputs: Any, metric: Metric, hooks: str | Sequence[str],
-                   how: str = "zero", reference: Any = None, seed: int = 0) -> Sweep:
+                   how: str = "zero", reference: Any = None, seed: int = 0, *,
+                   means: Mapping[str, torch.Tensor] | None = None, chunk: int | None = None) -> Sweep:
     """Ablate every unit alone and measure the metric: ``[layer, head]`` or ``[layer, channel]``.
 
     Args:
@@ -461,157 +434,131 @@ def ablation_sweep(model: nn.Module, forward: Forward, inputs: Any, metric: Metr
         forward: ``forward(model, inputs)`` -> output for ``metric``.
         inputs: the batch to measure on.
         metric: ``metric(output)`` -> ``[batch]``.
-        hooks: unit hooks, e.g. ``"*.attn.hook_z"`` (one layer each).
+        hooks: unit hooks, e.g. ``"*.attn.hook_z"`` (one layer each; widths may differ: NaN-padded, see
+            :class:`Sweep`).
         how: ``"zero"``, ``"mean"`` (mean over ``reference``'s batch, per position) or ``"resample"`` (a random
             input of ``reference`` per input).
         reference: the reference batch for ``"mean"`` and ``"resample"`` (default ``inputs``).
         seed: the draw of ``"resample"``.
+        means: ``"mean"`` only, instead of ``reference``: the value each unit is set to, ``{hook_name: tensor}``
+            for every hook of ``hooks``, broadcasting to its activation (e.g. :func:`unit_means` over other dims, or
+            a mean over the real tokens only).
+        chunk: run ``chunk`` inputs at a time (see the module docstring); the result is that of one batch.
     """
     check_callable("forward", forward)
     check_callable("metric", metric)
     check_choice("how", how, ABLATIONS)
-    points, n_units, unit_dim = _layers_and_units(model, forward, inputs, hooks)
+    parts = slices(inputs, chunk)
+    points, counts, unit_dim = _layout(model, forward, inputs, hooks, parts)
     names = [hp.name for hp in points]
-    baseline = _measure(model, forward, inputs, metric)
-    source: Mapping[str, torch.Tensor] = {}
+    if means is not None:
+        if how != "mean" or reference is not None:
+            raise ValueError(f"means sets the values of how='mean' in place of reference; got how={how!r} and "
+                             f"reference {'given' if reference is not None else 'None'}")
+        check_type("means", means, Mapping, "a mapping {hook_name: tensor}")
+        missing = [name for name in names if name not in means]
+        if missing:
+            raise ValueError(f"means has no entry for {missing}; it must cover every hook of hooks={hooks!r}")
+    baseline = _measure(model, forward, inputs, metric, parts=parts)
+    source: Mapping[str, torch.Tensor] = {} if means is None else means
     if reference is not None:
         _check_batch("reference", reference)
-    if how == "mean":
-        source = unit_means(model, forward, inputs if reference is None else reference, names)
+    default = reference is None  # the reference is the inputs, run in the same chunks
+    if how == "mean" and means is None:
+        source = unit_means(model, forward, inputs if default else reference, names, chunk=chunk if default else None)
     elif how == "resample":
-        source = _run_recorded(model, forward, inputs if reference is None else reference, names)
-    out = torch.empty(baseline.shape[0], len(points), n_units, dtype=torch.float64)
+        source = record_parts(model, forward, inputs if default else reference, names, parts if default else [None])
+        if parts != [None]:  # draw once for the whole batch, as one batch would, and hand each chunk its rows
+            pick = {name: _resample_pick(s.shape[0], baseline.shape[0], seed) for name, s in source.items()}
+            source = {name: s[pick[name]] for name, s in source.items()}
+    out = _padded(baseline.shape[0], counts)
     for layer, name in enumerate(names):
-        for unit in range(n_units):
+        for unit in range(counts[layer]):
             units = {name: [unit]}
-            edits = (zero_ablation(model, units) if how == "zero" else mean_ablation(model, units, source)
-                     if how == "mean" else resample_ablation(model, units, source, seed))
-            out[:, layer, unit] = _measure(model, forward, inputs, metric, edits)
-    return Sweep(out, ("layer", unit_dim), names, baseline, meta={"how": how})
+            if how == "zero":
+                edits: Any = zero_ablation(model, units)
+            elif how == "mean":
+                edits = mean_ablation(model, units, source)
+            elif parts == [None]:
+                edits = resample_ablation(model, units, source, seed)
+            else:
+                edits = _patch_part(model, units, source, None)
+            out[:, layer, unit] = _measure(model, forward, inputs, metric, edits, parts)
+    return Sweep(out, ("layer", unit_dim), names, baseline, meta={"how": how}, counts=counts)
+
+
+def _patch_part(model: nn.Module, units: Units, source: Mapping[str, torch.Tensor], position: int | None
+                ) -> Callable[[Part], dict[str, Edit]]:
+    """Patching edits per part of the batch: each part takes its rows of ``source``."""
+    return lambda part: patching(model, units, {name: take(s, part) for name, s in source.items()}, position)
 
 
 def patching_sweep(model: nn.Module, forward: Forward, clean: Any, corrupted: Any, metric: Metric,
-                   hooks: str | Sequence[str], per_position: bool = False) -> Sweep:
+                   hooks: str | Sequence[str], per_position: bool = False, *, chunk: int | None = None) -> Sweep:
     """Clean -> corrupted activation patching: run ``corrupted`` with one unit's activation taken from ``clean``.
 
     Returns a :class:`Sweep` ``[layer, head]`` (or ``[layer, position, head]`` with ``per_position``) of the
     metric on the patched runs; ``baseline`` is the corrupted run, ``reference`` the clean run, and
-    :meth:`Sweep.normalised` the share of the clean-vs-corrupted gap each patch restores.
+    :meth:`Sweep.normalised` the share of the clean-vs-corrupted gap each patch restores. ``chunk`` runs both
+    batches ``chunk`` inputs at a time (see the module docstring).
     """
     check_callable("forward", forward)
     check_callable("metric", metric)
-    points, n_units, unit_dim = _layers_and_units(model, forward, corrupted, hooks)
+    parts, clean_parts = slices(corrupted, chunk), slices(clean, chunk)
+    points, counts, unit_dim = _layout(model, forward, corrupted, hooks, parts)
     names = [hp.name for hp in points]
-    cache = _run_recorded(model, forward, clean, names)
-    corrupted_trace = _run_recorded(model, forward, corrupted, names)
+    cache = record_parts(model, forward, clean, names, clean_parts)
+    corrupted_trace = record_parts(model, forward, corrupted, names, parts)
     for name in names:
         if cache[name].shape != corrupted_trace[name].shape:
             raise ValueError(f"clean and corrupted inputs give different shapes at {name!r}: "
                              f"{tuple(cache[name].shape)} vs {tuple(corrupted_trace[name].shape)}; patching needs "
                              "inputs of the same batch size and length")
-    baseline = _measure(model, forward, corrupted, metric)
-    reference = _measure(model, forward, clean, metric)
-    axis = unit_axis(points[0])
-    positions = [None] if not per_position else list(range(cache[names[0]].shape[axis + 1]))
-    out = torch.empty(baseline.shape[0], len(points), len(positions), n_units, dtype=torch.float64)
+    baseline = _measure(model, forward, corrupted, metric, parts=parts)
+    reference = _measure(model, forward, clean, metric, parts=clean_parts)
+    positions = [cache[hp.name].shape[unit_axis(hp) + 1] if per_position else 1 for hp in points]
+    out = _padded(baseline.shape[0], counts, max(positions))
     for layer, name in enumerate(names):
-        for p, position in enumerate(positions):
-            for unit in range(n_units):
-                edits = patching(model, {name: [unit]}, cache, position)
-                out[:, layer, p, unit] = _measure(model, forward, corrupted, metric, edits)
+        for p in range(positions[layer]):
+            for unit in range(counts[layer]):
+                edits = _patch_part(model, {name: [unit]}, cache, p if per_position else None)
+                out[:, layer, p, unit] = _measure(model, forward, corrupted, metric, edits, parts)
     if per_position:
-        return Sweep(out, ("layer", "position", unit_dim), names, baseline, reference)
-    return Sweep(out[:, :, 0], ("layer", unit_dim), names, baseline, reference)
+        return Sweep(out, ("layer", "position", unit_dim), names, baseline, reference, counts=counts)
+    return Sweep(out[:, :, 0], ("layer", unit_dim), names, baseline, reference, counts=counts)
 
 
 def gradient_importance(model: nn.Module, forward: Forward, inputs: Any, metric: Metric,
-                        hooks: str | Sequence[str]) -> Sweep:
+                        hooks: str | Sequence[str], *, chunk: int | None = None) -> Sweep:
     """Gradient of the metric w.r.t. a multiplicative mask ``xi`` per unit and input, at ``xi = 1``.
 
     ``per_input[i, layer, unit] = d metric_i / d xi_{i, layer, unit}``; the first-order (Taylor) prediction of
     zero-ablating that unit is ``-per_input``; Michel et al.'s importance is ``per_input.abs().mean(0)``.
-    Parameters' ``.grad`` are left untouched (``torch.autograd.grad`` on the masks only).
+    Parameters' ``.grad`` are left untouched (``torch.autograd.grad`` on the masks only). Hooks may differ in width
+    (NaN-padded, see :class:`Sweep`). With ``chunk``, one chunk at a time runs with gradients and the metric reads
+    the other inputs' outputs from the unchanged run (equal at ``xi = 1``), so the gradient is that of one batch.
     """
     check_callable("forward", forward)
     check_callable("metric", metric)
-    points, n_units, unit_dim = _layers_and_units(model, forward, inputs, hooks)
+    parts = slices(inputs, chunk)
+    points, counts, unit_dim = _layout(model, forward, inputs, hooks, parts)
     names = [hp.name for hp in points]
+    output = run_parts(model, forward, inputs, parts)
     with evaluating(model), torch.no_grad():
-        baseline = metric(forward(model, inputs)).detach().double().reshape(-1)
+        baseline = _check_metric(metric(output))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    masks = {name: torch.ones(baseline.shape[0], n_units, dtype=dtype, requires_grad=True) for name in names}
-    with evaluating(model), torch.enable_grad(), intervene(model, scaling(model, masks)):
-        value = metric(forward(model, inputs))
-        grads = torch.autograd.grad(value.sum(), [masks[name] for name in names], allow_unused=True)
-    per_input = torch.stack([torch.zeros(baseline.shape[0], n_units) if g is None else g for g in grads], dim=1)
-    return Sweep(per_input.detach().double(), ("layer", unit_dim), names, baseline, meta={"kind": "gradient"})
-
-
-# --- query/key view ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class QueryKeyView:
-    """One head's attention from one query, taken apart (bertviz's "neuron view").
-
-    ``q`` ``[head_dim]``, ``k`` ``[key, head_dim]``, ``product = q * k`` ``[key, head_dim]``, ``dots`` ``[key]``
-    (``product.sum(-1) * scale``), ``bias`` ``[key]`` (what the layer added: score bias, ``-inf`` where masked;
-    zeros for plain attention), ``scores = dots + bias`` and ``softmax`` ``[key]`` (equal to ``hook_pattern``).
-    """
-
-    layer: str
-    head: int
-    query: int
-    scale: float
-    q: torch.Tensor
-    k: torch.Tensor
-    product: torch.Tensor
-    dots: torch.Tensor
-    bias: torch.Tensor
-    scores: torch.Tensor
-    softmax: torch.Tensor
-
-
-def query_key_view(model: nn.Module, forward: Forward, inputs: Any, layer: str, head: int, query: int,
-                   batch: int = 0) -> QueryKeyView:
-    """Record ``layer``'s ``hook_q``, ``hook_k`` and ``hook_scores`` and take one head and query apart.
-
-    Args:
-        model: the model; ``layer`` is the module path of one of its attention layers (``"blocks.2.attn"``).
-        forward: ``forward(model, inputs)`` runs it.
-        inputs: the inputs.
-        layer, head, query, batch: which layer, head, query position and input.
-    """
-    check_type("layer", layer, str, "a module path such as 'blocks.0.attn'")
-    try:
-        attn = model.get_submodule(layer)
-    except AttributeError:
-        from explorer.hooks import _nearest
-
-        layers = sorted({n.rsplit(".", 1)[0] for n in hook_points(model) if n.endswith(".hook_q")})
-        raise ValueError(f"layer {layer!r} is not a module of the model; attention layers: "
-                         f"{_nearest(layer, layers) or layers[:6]}") from None
-    if not all(hasattr(attn, a) for a in ("hook_q", "hook_k", "hook_scores", "scale")):
-        raise ValueError(f"layer {layer!r} is a {type(attn).__name__}, not an attention layer with hook_q, hook_k "
-                         "and hook_scores")
-    names = [f"{layer}.hook_q", f"{layer}.hook_k", f"{layer}.hook_scores"]
-    trace = _run_recorded(model, forward, inputs, names)
-    q_all, k_all, scores_all = (trace[n] for n in names)  # (batch, head, query|key, head_dim|key)
-    check_int("batch", batch, 0, q_all.shape[0] - 1)
-    check_int("head", head, 0, q_all.shape[1] - 1)
-    check_int("query", query, 0, q_all.shape[2] - 1)
-    q = q_all[batch, head, query]  # (head_dim,)
-    k = k_all[batch, head]  # (key, head_dim)
-    product = q[None, :] * k  # (key, head_dim)
-    dots = product.sum(-1) * attn.scale  # (key,)
-    scores = scores_all[batch, head, query]  # (key,)
-    bias = torch.where(torch.isinf(scores), scores, scores - dots)  # (key,), -inf where masked
-    scores = dots + bias
-    finite = ~torch.isinf(scores)
-    softmax = torch.zeros_like(scores)
-    if finite.any():
-        softmax[finite] = torch.softmax(scores[finite], dim=-1)
-    return QueryKeyView(layer, head, query, float(attn.scale), q, k, product, dots, bias, scores, softmax)
+    per_input = _padded(baseline.shape[0], counts)
+    for part in parts:
+        rows = slice(None) if part is None else part
+        batch = baseline.shape[0] if part is None else part.stop - part.start
+        masks = {name: torch.ones(batch, count, dtype=dtype, requires_grad=True) for name, count in zip(names, counts)}
+        with evaluating(model), torch.enable_grad(), intervene(model, scaling(model, masks)):
+            value = forward(model, take(inputs, part))
+            value = metric(value if part is None else splice(output, part, value))
+            grads = torch.autograd.grad(value.sum(), [masks[name] for name in names], allow_unused=True)
+        for layer, (grad, count) in enumerate(zip(grads, counts)):
+            per_input[rows, layer, :count] = 0.0 if grad is None else grad.detach().double()
+    return Sweep(per_input, ("layer", unit_dim), names, baseline, meta={"kind": "gradient"}, counts=counts)
 
 
 # --- pruning ----------------------------------------------------------------------------------------------------
@@ -621,40 +568,51 @@ def pruning_order(scores: torch.Tensor, *, descending: bool = False, seed: int |
                   ) -> list[tuple[int, int]]:
     """Units ``(layer, unit)`` in the order to remove them: by ``scores`` ``[layer, unit]`` (ascending = least
     important first, as Michel et al. prune), or a random permutation drawn with ``seed`` (``scores`` then gives only
-    the shape). Ties keep the flat order (stable sort)."""
+    the shape). Ties keep the flat order (stable sort).
+
+    NaN marks a unit that does not exist (the padding of a sweep over hooks of different widths) and is left out,
+    of a random order too: the permutation is of the other units, in flat order. ValueError if every score is NaN.
+    """
     check_tensor("scores", scores, "[layer, unit]", dtype="float")
     if scores.ndim != 2 or scores.numel() == 0:
         raise ValueError(f"scores must be a non-empty [layer, unit] tensor, got shape {tuple(scores.shape)}")
     n_units = scores.shape[1]
+    flat_scores = scores.flatten()
+    present = torch.nonzero(~torch.isnan(flat_scores)).flatten()  # flat indices of the units that exist
     if seed is not None:
-        flat = torch.randperm(scores.numel(), generator=torch.Generator().manual_seed(check_int("seed", seed, 0)))
+        check_int("seed", seed, 0)
+    if present.numel() == 0:
+        raise ValueError("scores are all NaN; an order needs comparable numbers (NaN marks a missing unit)")
+    if seed is not None:
+        flat = present[torch.randperm(present.numel(), generator=torch.Generator().manual_seed(seed))]
     else:
-        if torch.isnan(scores).any():
-            raise ValueError("scores contain NaN; an order needs comparable numbers")
-        flat = torch.sort(scores.flatten(), descending=descending, stable=True).indices
+        flat = present[torch.sort(flat_scores[present], descending=descending, stable=True).indices]
     return [(int(i) // n_units, int(i) % n_units) for i in flat]
 
 
 def pruning_curve(model: nn.Module, forward: Forward, inputs: Any, metric: Metric, hooks: str | Sequence[str],
-                  order: Sequence[tuple[int, int]], steps: Sequence[int] | None = None) -> torch.Tensor:
+                  order: Sequence[tuple[int, int]], steps: Sequence[int] | None = None, *,
+                  chunk: int | None = None) -> torch.Tensor:
     """Mean metric after zero-ablating the first ``k`` units of ``order``, for each ``k`` in ``steps``.
 
     Args:
         model, forward, inputs, metric: as in :func:`ablation_sweep`.
-        hooks: the unit hooks; ``order``'s layer index counts them in model order.
+        hooks: the unit hooks; ``order``'s layer index counts them in model order (widths may differ).
         order: ``[(layer, unit), ...]`` from :func:`pruning_order`.
         steps: the counts ``k`` to measure (default ``0 .. len(order)``).
+        chunk: run ``chunk`` inputs at a time (see the module docstring).
 
     Returns:
         float64 ``[len(steps)]``.
     """
-    points, n_units, _ = _layers_and_units(model, forward, inputs, hooks)
+    parts = slices(inputs, chunk)
+    points, counts, _ = _layout(model, forward, inputs, hooks, parts)
     names = [hp.name for hp in points]
     seen = set()
     for layer, unit in order:
-        if not (0 <= layer < len(names) and 0 <= unit < n_units) or (layer, unit) in seen:
+        if not (0 <= layer < len(names) and 0 <= unit < counts[layer]) or (layer, unit) in seen:
             raise ValueError(f"order: ({layer}, {unit}) is out of range or repeated; there are {len(names)} "
-                             f"layers of {n_units} units")
+                             f"layers of {counts} units")
         seen.add((layer, unit))
     steps = list(range(len(order) + 1)) if steps is None else [check_int("steps", k, 0, len(order)) for k in steps]
     out = torch.empty(len(steps), dtype=torch.float64)
@@ -662,5 +620,6 @@ def pruning_curve(model: nn.Module, forward: Forward, inputs: Any, metric: Metri
         units: dict[str, list[int]] = {}
         for layer, unit in order[:k]:
             units.setdefault(names[layer], []).append(unit)
-        out[i] = _measure(model, forward, inputs, metric, zero_ablation(model, units) if units else None).mean()
+        edits = zero_ablation(model, units) if units else None
+        out[i] = _measure(model, forward, inputs, metric, edits, parts).mean()
     return out

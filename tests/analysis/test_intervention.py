@@ -1,6 +1,6 @@
 """Interventions: ablations and patching against hand-written references, gradient importance against finite
-differences, the query/key view against hook_pattern, sweeps' named dims, and bad input refused with the model
-unchanged."""
+differences, the query/key view against hook_pattern, sweeps' named dims, chunked runs against one batch, hooks of
+different widths against one sweep per hook, precomputed means, and bad input refused with the model unchanged."""
 
 import math
 
@@ -11,9 +11,9 @@ from torch import nn
 
 from explorer import intervene, record
 from explorer.analysis.intervention import (
-    ablation_sweep, accuracy, class_probability, gradient_importance, kl_divergence, logit_difference, mean_ablation,
-    pair_similarity, patching, patching_sweep, pruning_curve, pruning_order, query_key_view, resample_ablation, scaling, unit_means,
-    zero_ablation,
+    ablation_sweep, accuracy, class_probability, flat_units, gradient_importance, kl_divergence, logit_difference,
+    mean_ablation, pair_similarity, patching, patching_sweep, pruning_curve, pruning_order, query_key_view,
+    resample_ablation, run_with_edits, scaling, unit_means, zero_ablation,
 )
 from explorer.layers import Conv1d, MultiheadAttention
 from tests.test_hooks import assert_nothing_attached
@@ -35,6 +35,19 @@ class Tiny(nn.Module):
         for attn in self.attn:
             h = h + attn(h)
         return self.head(h.mean(1))  # (batch, classes)
+
+
+class Widths(nn.Module):
+    """Two convs of different widths (6 and 4 channels), as the lesson-05 CNN's 32, 40, 40."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = Conv1d(4, 6, 3, padding=1)
+        self.conv2 = Conv1d(6, 4, 3, padding=1)
+        self.head = nn.Linear(4, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.conv2(torch.tanh(self.conv1(x)))).mean(-1))  # (batch, classes)
 
 
 def run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -361,3 +374,164 @@ def test_pruning_order_and_curve(model, x):
         pruning_curve(model, run, x, metric, "attn.*.hook_z", [(0, 0), (0, 0)])
     with pytest.raises(ValueError, match="NaN"):
         pruning_order(torch.tensor([[float("nan")]]))
+    with pytest.raises(ValueError, match="NaN"):
+        pruning_order(torch.tensor([[float("nan"), float("nan")]]), seed=1)
+
+
+# --- hooks of different widths -------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def widths() -> Widths:
+    torch.manual_seed(0)
+    return Widths().double()
+
+
+def test_sweeps_over_hooks_of_different_widths_pad_with_nan(widths, x):
+    """One sweep over convs of 6 and 4 channels equals one sweep per conv, NaN where conv2 has no channel."""
+    metric = class_probability(1)
+    for sweep_of in (lambda h: ablation_sweep(widths, run, x, metric, h), lambda h: ablation_sweep(
+            widths, run, x, metric, h, how="mean"), lambda h: gradient_importance(widths, run, x, metric, h)):
+        both = sweep_of("conv*.hook_out")
+        assert both.dims == ("layer", "channel") and both.counts == [6, 4]
+        assert both.per_input.shape == (5, 2, 6) and both.per_input[:, 1, 4:].isnan().all()
+        assert not both.per_input[:, 0].isnan().any() and not both.per_input[:, 1, :4].isnan().any()
+        for layer, name in enumerate(["conv1.hook_out", "conv2.hook_out"]):
+            alone = sweep_of(name)
+            width = alone.counts[0]
+            torch.testing.assert_close(both.per_input[:, layer, :width], alone.per_input[:, 0], atol=1e-12,
+                                       rtol=0)  # fp64: the same ablations (the gradient with more masks at 1)
+        torch.testing.assert_close(flat_units(both.per_input, both.counts),
+                                   torch.cat([both.per_input[:, 0], both.per_input[:, 1, :4]], dim=1), atol=0, rtol=0)
+    sweep = ablation_sweep(widths, run, x, metric, "conv*.hook_out")
+    h = torch.tanh(widths.conv1(x))  # hand-written: conv2's channel 3 zeroed before its tanh
+    y = F.conv1d(h, widths.conv2.weight, widths.conv2.bias, padding=1)
+    y[:, 3] = 0
+    expected = metric(widths.head(torch.tanh(y).mean(-1))).detach()
+    torch.testing.assert_close(sweep.per_input[:, 1, 3], expected, atol=1e-12, rtol=1e-12)  # fp64
+
+
+def test_pruning_over_hooks_of_different_widths(widths, x):
+    metric = class_probability(0)
+    scores = ablation_sweep(widths, run, x, metric, "conv*.hook_out").effect.abs()  # (layer, 6), NaN at [1, 4:]
+    order = pruning_order(scores)
+    assert len(order) == 10 and (1, 4) not in order and (1, 5) not in order
+    flat = torch.cat([scores[0], scores[1, :4]])
+    assert [layer * 6 + unit for layer, unit in order] == torch.sort(flat, stable=True).indices.tolist()
+    random = pruning_order(scores, seed=2)  # a permutation of the 10 channels that exist, in flat order
+    present = torch.tensor(list(range(10)))
+    expected = present[torch.randperm(10, generator=torch.Generator().manual_seed(2))].tolist()
+    assert [layer * 6 + unit if layer == 0 else 6 + unit for layer, unit in random] == expected
+    curve = pruning_curve(widths, run, x, metric, "conv*.hook_out", order, steps=[0, 3, 10])
+    units: dict[str, list[int]] = {}
+    for layer, unit in order[:3]:
+        units.setdefault(f"conv{layer + 1}.hook_out", []).append(unit)
+    with intervene(widths, zero_ablation(widths, units)), torch.no_grad():
+        three = metric(widths(x)).mean()
+    torch.testing.assert_close(curve[1], three, atol=1e-12, rtol=0)  # fp64
+    with pytest.raises(ValueError, match=r"out of range or repeated.*\[6, 4\] units"):
+        pruning_curve(widths, run, x, metric, "conv*.hook_out", [(1, 4)])
+
+
+def test_pruning_order_skips_nan_and_keeps_the_random_order_without_nan():
+    nan = float("nan")
+    scores = torch.tensor([[0.3, nan], [0.1, 0.2]], dtype=torch.float64)
+    assert pruning_order(scores) == [(1, 0), (1, 1), (0, 0)]
+    assert pruning_order(scores, descending=True) == [(0, 0), (1, 1), (1, 0)]
+    full = torch.zeros(3, 4, dtype=torch.float64)  # no NaN: the permutation of every flat index, as before
+    expected = torch.randperm(12, generator=torch.Generator().manual_seed(5)).tolist()
+    assert [layer * 4 + unit for layer, unit in pruning_order(full, seed=5)] == expected
+
+
+# --- chunks --------------------------------------------------------------------------------------------------------
+
+
+FP64_CHUNK = 1e-12  # fp64: a batch of 2 and of 5 may round matmuls differently, by a few ulp
+
+
+def test_chunked_sweeps_equal_one_batch(model, x):
+    labels = torch.tensor([0, 2, 1, 1, 0])
+    metric = logit_difference(labels, (labels + 1) % CLASSES)  # built for the whole batch of 5
+    for how, reference in (("zero", None), ("mean", None), ("mean", x.flip(0)), ("resample", None),
+                           ("resample", x.flip(0)[:3])):
+        whole = ablation_sweep(model, run, x, metric, "attn.*.hook_z", how, reference, seed=4)
+        chunked = ablation_sweep(model, run, x, metric, "attn.*.hook_z", how, reference, seed=4, chunk=2)
+        torch.testing.assert_close(chunked.per_input, whole.per_input, atol=FP64_CHUNK, rtol=0)
+        torch.testing.assert_close(chunked.baseline, whole.baseline, atol=FP64_CHUNK, rtol=0)
+    corrupted = x.flip(-1)
+    whole = patching_sweep(model, run, x, corrupted, metric, "attn.*.hook_z", per_position=True)
+    chunked = patching_sweep(model, run, x, corrupted, metric, "attn.*.hook_z", per_position=True, chunk=3)
+    torch.testing.assert_close(chunked.per_input, whole.per_input, atol=FP64_CHUNK, rtol=0)
+    torch.testing.assert_close(chunked.reference, whole.reference, atol=FP64_CHUNK, rtol=0)
+    order = pruning_order(whole.values.mean(1))
+    torch.testing.assert_close(pruning_curve(model, run, x, accuracy(labels), "attn.*.hook_z", order, chunk=2),
+                               pruning_curve(model, run, x, accuracy(labels), "attn.*.hook_z", order), atol=0, rtol=0)
+    same = ablation_sweep(model, run, x, metric, "attn.*.hook_z", chunk=5)  # one chunk holds all: one batch
+    torch.testing.assert_close(same.per_input, ablation_sweep(model, run, x, metric, "attn.*.hook_z").per_input,
+                               atol=0, rtol=0)
+
+
+def test_chunked_gradient_equals_one_batch_also_for_a_metric_across_inputs(model, x):
+    across = lambda out: out[:, 0] - out[:, 1].mean()  # noqa: E731 -- each input's metric reads every input
+    for metric in (class_probability(torch.tensor([0, 1, 2, 0, 1])), across):
+        whole = gradient_importance(model, run, x, metric, ["attn.*.hook_z"])
+        chunked = gradient_importance(model, run, x, metric, ["attn.*.hook_z"], chunk=2)
+        torch.testing.assert_close(chunked.per_input, whole.per_input, atol=FP64_CHUNK, rtol=0)
+        torch.testing.assert_close(chunked.baseline, whole.baseline, atol=FP64_CHUNK, rtol=0)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_chunks_of_tuples_and_refused_inputs(model, x):
+    scale = torch.linspace(0.5, 1.5, 5, dtype=torch.float64)
+
+    def scaled(m, inputs):  # tuple inputs, tuple output
+        logits = m(inputs[0] * inputs[1][:, None, None])
+        return logits, logits.softmax(-1)
+
+    edits = zero_ablation(model, {"attn.1.hook_z": [0]})
+    whole = run_with_edits(model, scaled, (x, scale), edits)
+    chunked = run_with_edits(model, scaled, (x, scale), edits, chunk=2)
+    assert isinstance(chunked, tuple) and len(chunked) == 2
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b, atol=FP64_CHUNK, rtol=0)
+    metric = lambda out: out[1][:, 0]  # noqa: E731
+    torch.testing.assert_close(ablation_sweep(model, scaled, [x, scale], metric, "conv.hook_out", chunk=3).per_input,
+                               ablation_sweep(model, scaled, [x, scale], metric, "conv.hook_out").per_input,
+                               atol=FP64_CHUNK, rtol=0)
+    metric = class_probability(0)
+    with pytest.raises(TypeError, match=r"chunk=2 slices the inputs along dim 0.*got dict"):
+        ablation_sweep(model, lambda m, inp: m(inp["x"]), {"x": x}, metric, "attn.*.hook_z", chunk=2)
+    with pytest.raises(TypeError, match=r"chunk=2.*one batch size"):
+        gradient_importance(model, scaled, (x, scale[:3]), metric, "attn.*.hook_z", chunk=2)
+    with pytest.raises(TypeError, match=r"chunk: forward must return a tensor or a tuple/list of tensors"):
+        pruning_curve(model, lambda m, inp: {"logits": m(inp)}, x, lambda out: out["logits"][:, 0], "conv.hook_out",
+                      [(0, 1)], chunk=2)
+    with pytest.raises(ValueError, match="chunk"):
+        ablation_sweep(model, run, x, metric, "attn.*.hook_z", chunk=0)
+    assert_nothing_attached(model)
+
+
+# --- precomputed means -----------------------------------------------------------------------------------------------
+
+
+def test_ablation_sweep_with_precomputed_means(model, x):
+    metric = class_probability(2)
+    reference = x.flip(0)[:3]
+    given = ablation_sweep(model, run, x, metric, "attn.*.hook_z", how="mean",
+                           means=unit_means(model, run, reference, "attn.*.hook_z"))
+    torch.testing.assert_close(given.per_input, ablation_sweep(model, run, x, metric, "attn.*.hook_z", how="mean",
+                                                               reference=reference).per_input, atol=0, rtol=0)
+    flat = unit_means(model, run, x, "attn.*.hook_z", over=("batch", "query"))  # one vector per head
+    sweep = ablation_sweep(model, run, x, metric, "attn.*.hook_z", how="mean", means=flat)
+    with intervene(model, mean_ablation(model, {"attn.1.hook_z": [0]}, flat)), torch.no_grad():
+        expected = metric(model(x))
+    torch.testing.assert_close(sweep.per_input[:, 1, 0], expected, atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"means has no entry for \['attn.1.hook_z'\]"):
+        ablation_sweep(model, run, x, metric, "attn.*.hook_z", how="mean",
+                       means={"attn.0.hook_z": flat["attn.0.hook_z"]})
+    with pytest.raises(ValueError, match="means sets the values of how='mean'"):
+        ablation_sweep(model, run, x, metric, "attn.*.hook_z", how="zero", means=flat)
+    with pytest.raises(ValueError, match="in place of reference"):
+        ablation_sweep(model, run, x, metric, "attn.*.hook_z", how="mean", reference=x, means=flat)
+    with pytest.raises(TypeError, match="means must be a mapping"):
+        ablation_sweep(model, run, x, metric, "attn.*.hook_z", how="mean", means=[flat])

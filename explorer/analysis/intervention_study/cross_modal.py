@@ -34,12 +34,12 @@ from torch import nn
 from explorer._checks import check_int, check_tensor
 from explorer.analysis.agreement import interval, spearman
 from explorer.analysis.intervention import (
-    accuracy, class_probability, evaluating, intervene, unit_hooks, zero_ablation,
+    ablation_sweep, accuracy, class_probability, gradient_importance, run_with_edits, unit_hooks, unit_means,
+    zero_ablation,
 )
-from explorer.analysis.intervention_study.common import LEVEL_NOTE, RANDOM_ORDERS, metadata, rounded, three_numbers
-from explorer.analysis.intervention_study.long_range import (
-    DIGITS, WEAK, WEAK_BELOW, Select, binomial_summary, chunked_gradient, chunked_pruning, chunked_sweep, chunks,
-    percent, rho_text, stored,
+from explorer.analysis.intervention_study.common import (
+    DIGITS, LEVEL, LEVEL_NOTE, RANDOM_ORDERS, WEAK, WEAK_BELOW, binomial_summary, mean_text, metadata, percent,
+    pruning_intervals, pruning_study, rho_text, rounded, stored, three_numbers,
 )
 from explorer.analysis.localisation import POINTING_SHARE, patch_object_share
 from explorer.data.shapes import COLOURS, SHAPES, Batch, sample_batch
@@ -47,14 +47,13 @@ from explorer.hooks import record
 from explorer.models.cross_modal import ANSWER_TOKEN
 
 __all__ = ["KEYS", "CROSS", "SELF", "run", "section", "head_localisation", "bootstrap_rho", "chance_accuracy",
-           "claims", "head_label", "mean_text"]
+           "claims", "head_label"]
 
 KEYS = ("cross_modal",)
 CROSS = "blocks.*.cross_attn.hook_z"  # [batch, head, token, head_dim] per layer
 SELF = "blocks.*.self_attn.hook_z"
 BOOTSTRAP = 1000  # resamples of the scenes for the interval of the across-head rank correlation
 BOOTSTRAP_SEED = 0
-LEVEL = 0.95
 CHUNK = 100  # scenes per forward pass: about twice as fast as 1000 at once on one thread
 REFERENCE_SCENES = 200  # mean ablation: mean over the first 200 scenes, per token position
 OPPOSITE = " (interval below 0: the better a head localises, the less its ablation hurts)"
@@ -96,21 +95,9 @@ def head_localisation(pattern: torch.Tensor, target_masks: torch.Tensor, grid: t
 def _patterns(model: nn.Module, scenes: Batch, edits: dict[str, Any] | None = None) -> torch.Tensor:
     """The answer token's cross-attention ``[batch, layer, head, patch]``, with ``edits`` applied if given."""
     names = [hp.name.replace("hook_z", "hook_pattern") for hp in unit_hooks(model, CROSS)]
-    out = []
-    with evaluating(model), torch.no_grad():
-        for part in chunks(len(scenes.answers), CHUNK):
-            with record(model, names) as trace:
-                if edits:
-                    with intervene(model, edits):
-                        model(scenes.images[part], scenes.query_ids[part])
-                else:
-                    model(scenes.images[part], scenes.query_ids[part])
-            out.append(torch.stack([trace[name][:, :, ANSWER_TOKEN] for name in names], dim=1))
-    return torch.cat(out)
-
-
-def _selector(scenes: Batch, metric: Callable[[torch.Tensor], Any]) -> Select:
-    return lambda part: ((scenes.images[part], scenes.query_ids[part]), metric(scenes.answers[part]))
+    with record(model, names) as trace:  # one firing per layer and chunk
+        run_with_edits(model, _forward, (scenes.images, scenes.query_ids), edits, chunk=CHUNK)
+    return torch.stack([torch.cat(trace.history(name))[:, :, ANSWER_TOKEN] for name in names], dim=1)
 
 
 def chance_accuracy(answers: torch.Tensor) -> float:
@@ -185,16 +172,17 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     mass = stored(mass)  # rounded as the JSON keeps it, before any summary
     seconds["attention"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    probability, correct = _selector(scenes, class_probability), _selector(scenes, accuracy)
-    gradient = stored(chunked_gradient(model, _forward, probability, size, CROSS, CHUNK))
+    inputs = (scenes.images, scenes.query_ids)
+    probability, correct = class_probability(answers), accuracy(answers)
+    gradient = stored(gradient_importance(model, _forward, inputs, probability, CROSS, chunk=CHUNK).per_input)
     seconds["gradient"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    reference = (scenes.images[:REFERENCE_SCENES], scenes.query_ids[:REFERENCE_SCENES])
-    prob, prob_base = chunked_sweep(model, _forward, probability, size, CROSS, "zero", chunk=CHUNK)
-    hits = {how: chunked_sweep(model, _forward, correct, size, CROSS, how, reference if how == "mean" else None,
-                               CHUNK) for how in ("zero", "mean")}
-    self_hits, _ = chunked_sweep(model, _forward, correct, size, SELF, "zero", chunk=CHUNK)
-    effect = stored(prob - prob_base[:, None, None])  # (scene, layer, head)
+    means = unit_means(model, _forward, (scenes.images[:REFERENCE_SCENES], scenes.query_ids[:REFERENCE_SCENES]), CROSS)
+    prob = ablation_sweep(model, _forward, inputs, probability, CROSS, "zero", chunk=CHUNK)
+    hits = {"zero": ablation_sweep(model, _forward, inputs, correct, CROSS, "zero", chunk=CHUNK),
+            "mean": ablation_sweep(model, _forward, inputs, correct, CROSS, "mean", means=means, chunk=CHUNK)}
+    self_hits = ablation_sweep(model, _forward, inputs, correct, SELF, "zero", chunk=CHUNK).per_input
+    effect = stored(prob.per_input - prob.baseline[:, None, None])  # (scene, layer, head)
     # where the last layer looks once a head is ablated (a head cannot change its own or an earlier layer's pattern)
     after = []
     for layer in range(len(names)):
@@ -206,12 +194,12 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
 
     clock = time.perf_counter()
     scores = {"attention": mass.mean(0), "gradient": gradient.abs().mean(0), "effect": effect.abs().mean(0)}
-    pruning = chunked_pruning(model, _forward, correct, size, CROSS, scores, CHUNK)
+    pruning = pruning_intervals(pruning_study(model, _forward, inputs, correct, CROSS, scores, chunk=CHUNK), size)
     seconds["pruning"] = time.perf_counter() - clock
 
-    base = hits["zero"][1]  # (scene,) 0/1
+    base = hits["zero"].baseline  # (scene,) 0/1
     flat = {"mass": mass.flatten(1), "hit": hit.flatten(1), "effect": effect.flatten(1),
-            **{how: per_input.flatten(1) for how, (per_input, _) in hits.items()}}  # (scene, unit) each
+            **{how: sweep.per_input.flatten(1) for how, sweep in hits.items()}}  # (scene, unit) each
     drops = {how: base[:, None] - flat[how] for how in hits}  # (scene, unit)
     heads = {}
     for u, label in enumerate(labels):
@@ -249,10 +237,11 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
         "heads": heads,
         "self_heads": self_heads,
         "per_input": {
-            "probability": rounded(prob_base, DIGITS), "correct": base.long().tolist(),
+            "probability": rounded(prob.baseline, DIGITS), "correct": base.long().tolist(),
             "attention": mass.tolist(), "pointing": hit.long().tolist(), "gradient": gradient.tolist(),
             "effect": effect.tolist(),
-            "correct_zero": hits["zero"][0].long().tolist(), "correct_mean": hits["mean"][0].long().tolist(),
+            "correct_zero": hits["zero"].per_input.long().tolist(),
+            "correct_mean": hits["mean"].per_input.long().tolist(),
             "self_correct_zero": self_hits.long().tolist(),
             "last_layer_localisation_after": after.tolist(),
         },
@@ -270,12 +259,6 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
 
 
 # --- claims and report -------------------------------------------------------------------------------------------
-
-
-def mean_text(stat: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
-    """``"0.326 [0.301, 0.352]"``: an :func:`~explorer.analysis.agreement.interval` summary."""
-    return (f"{scale * stat['mean']:.{digits}f} [{scale * stat['ci95'][0]:.{digits}f}, "
-            f"{scale * stat['ci95'][1]:.{digits}f}]")
 
 
 def claims(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -347,8 +330,8 @@ def section(key: str, result: dict[str, Any]) -> list[str]:
              "| accuracy, mean-ablated % | last-layer localisation after |",
              "|---|---|---|---|---|---|---|---|"]
     for h, s in heads.items():
-        cells = [mean_text(s["localisation"]), percent(s["pointing"]), mean_text(s["gradient"], 1, 4),
-                 mean_text(s["effect"], 1, 4), percent(s["accuracy_zero"]), percent(s["accuracy_mean"]),
+        cells = [mean_text(s["localisation"]), percent(s["pointing"]), mean_text(s["gradient"], 4),
+                 mean_text(s["effect"], 4), percent(s["accuracy_zero"]), percent(s["accuracy_mean"]),
                  mean_text(s["last_layer_localisation_after"])]
         lines.append(f"| {h} | " + " | ".join(cells) + " |")
     lines += ["", "Contrast, self-attention heads zero-ablated (accuracy %): " + ", ".join(

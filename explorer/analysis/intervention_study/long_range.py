@@ -7,10 +7,12 @@ which the later marked token puts the most attention on its partner. The CNN of 
 attention model to chance there too.
 
 Measured on the fixed test set (:func:`explorer.train.long_range.evaluation_set`, 256 sequences at each of 20
-distances from 1 to 256), heads at ``blocks.*.attn.hook_z`` (2 layers x 2 heads):
+distances from 1 to 256), heads at ``blocks.*.attn.hook_z`` (2 layers x 2 heads), a few hundred inputs per forward
+pass (the library's ``chunk``):
 
 * accuracy per distance with the pair head, and every other head, zero- and mean-ablated alone, and with every head
-  *but* the pair head ablated; 95 % Wilson intervals over the test inputs (:func:`binomial_summary`);
+  *but* the pair head ablated; 95 % Wilson intervals over the test inputs
+  (:func:`~explorer.analysis.intervention_study.common.binomial_summary`);
 * three numbers per head on the first ``max(64, n / 20)`` inputs of each distance: the attention of the later marked
   token on its partner (``hook_pattern[second, first]``), the gradient of the logit difference (true - other label)
   w.r.t. a multiplicative head mask at 1, and the measured change of the logit difference when the head is
@@ -33,80 +35,38 @@ import numpy as np
 import torch
 from torch import nn
 
-from explorer._checks import check_int, check_real, check_tensor
+from explorer._checks import check_int
+from explorer._modes import evaluating
 from explorer.analysis.intervention import (
-    Forward, Metric, ablation_sweep, accuracy, evaluating, gradient_importance, intervene, logit_difference,
-    mean_ablation, unit_hooks, unit_means, zero_ablation,
+    ablation_sweep, accuracy, gradient_importance, logit_difference, mean_ablation, run_with_edits, unit_hooks,
+    unit_means, zero_ablation,
 )
 from explorer.analysis.intervention_study.common import (
-    LEVEL_NOTE, RANDOM_ORDERS, metadata, pruning_study, rounded, three_numbers,
+    DIGITS, LEVEL_NOTE, RANDOM_ORDERS, WEAK, WEAK_BELOW, binomial_summary, metadata, percent, pruning_intervals,
+    pruning_study, rho_text, rounded, stored, three_numbers,
 )
 from explorer.data.sequences import SequenceBatch, log_uniform_distances, long_range_batch
 from explorer.hooks import record
 
-__all__ = ["KEYS", "HOOKS", "CNN_FIELD", "run", "section", "claims", "binomial_summary", "wilson", "head_label",
-           "partner_attention", "accuracy_table", "subset_indices", "reference_batch", "percent", "rho_text",
-           "WEAK", "WEAK_BELOW", "Select", "stored", "chunks", "chunked_sweep", "chunked_gradient", "chunked_pruning"]
+__all__ = ["KEYS", "HOOKS", "CNN_FIELD", "run", "section", "claims", "head_label", "partner_attention",
+           "accuracy_table", "subset_indices", "reference_batch"]
 
 KEYS = ("long_range",)
 HOOKS = "blocks.*.attn.hook_z"  # [batch, head, query, head_dim] per layer
 CNN_FIELD = 11  # receptive field of the lesson's CNN: d >= 11 is beyond it
-CHANCE = 0.5
 FAILED_BELOW = 0.6  # the model card's thresholds: a mean accuracy under 60 % counts as failed ...
 SOLVED_FROM = 0.9  # ... and 90 % or more as solved
-WEAK_BELOW = 0.3  # a rank agreement with |rho| below this is reported as weak
-WEAK = " (weak: |rho| < 0.3)"
 LOOKS_AT = 0.25  # a head "looks at the partner" when the later token's mean weight on it is at least this
-LEVEL = 0.95
 MIN_PER_DISTANCE = 64  # the model card's attention statistics use the first 64 test inputs of each distance
 REFERENCE_SIZE = 512  # mean ablation: mean over a batch of the training distribution ...
 REFERENCE_SEED = 4242  # ... drawn with this seed (the test set uses 1000 + i, training the run's seed)
-CHUNK = 512  # inputs per forward pass (sdpa path); each chunk of a mean sweep re-reads the reference
+CHUNK = 512  # inputs per forward pass of the ablations (sdpa path)
 PRUNING_CHUNK = 128
 GRADIENT_CHUNK = 256
-DIGITS = 6  # significant digits of per-input floats in the JSON (the tests re-check to 1e-4)
 PATTERN_CHUNK = 32  # recording hook_pattern materialises [chunk, head, 320, 320] per layer
 
 
-# --- statistics --------------------------------------------------------------------------------------------------
-
-
-def wilson(correct: int, n: int, level: float = LEVEL) -> list[float]:
-    """Wilson score interval of a binomial proportion (Wilson 1927).
-
-    Args:
-        correct: successes, ``0 <= correct <= n``.
-        n: trials, ``>= 1``.
-        level: coverage in (0, 1).
-
-    Returns:
-        ``[low, high]``.
-    """
-    from scipy import stats
-
-    n = check_int("n", n, 1)
-    correct = check_int("correct", correct, 0, n)
-    level = check_real("level", level, 0, 1, low_open=True, high_open=True)
-    z = float(stats.norm.ppf(0.5 + level / 2))
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [max(0.0, centre - half), min(1.0, centre + half)]
-
-
-def binomial_summary(hits: torch.Tensor) -> dict[str, Any]:
-    """Accuracy of a 0/1 (or bool) vector ``[input]`` with its 95 % Wilson interval.
-
-    Returns:
-        ``{"accuracy", "correct", "n", "ci95", "chance_in_ci"}`` (whether 50 % lies in the interval).
-    """
-    check_tensor("hits", hits, "[input] of 0/1")
-    if hits.ndim != 1 or hits.numel() == 0:
-        raise ValueError(f"hits must be a non-empty [input] vector, got shape {tuple(hits.shape)}")
-    correct, n = int(hits.bool().sum()), int(hits.numel())
-    low, high = wilson(correct, n)
-    return {"accuracy": correct / n, "correct": correct, "n": n, "ci95": [low, high],
-            "chance_in_ci": bool(low <= CHANCE <= high)}
+# --- statistics -------------------------------------------------------------------------------------------------
 
 
 def accuracy_table(correct: torch.Tensor, distance: torch.Tensor, predicted: torch.Tensor) -> dict[str, Any]:
@@ -181,70 +141,6 @@ def _hook_names(model: nn.Module) -> list[str]:
     return [hp.name for hp in unit_hooks(model, HOOKS)]
 
 
-# A chunk of the inputs and its metric: select(part) -> (inputs[part], metric for those inputs). The library's
-# sweeps run one batch; chunks of ~100 inputs run about twice as fast on one CPU thread as one batch of 1000.
-Select = Callable[[slice], tuple[Any, Metric]]
-
-
-def chunks(size: int, chunk: int) -> list[slice]:
-    """``[0, chunk), [chunk, 2 chunk), ...`` covering ``size`` inputs."""
-    check_int("size", size, 1)
-    check_int("chunk", chunk, 1)
-    return [slice(start, min(start + chunk, size)) for start in range(0, size, chunk)]
-
-
-def chunked_sweep(model: nn.Module, forward: Forward, select: Select, size: int, hooks: str, how: str = "zero",
-                  reference: Any = None, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`~explorer.analysis.intervention.ablation_sweep` chunk by chunk (``reference`` fixed across chunks).
-
-    Returns:
-        ``(per_input [input, layer, unit], baseline [input])``, float64.
-    """
-    per_input, baseline = [], []
-    for part in chunks(size, chunk):
-        inputs, metric = select(part)
-        sweep = ablation_sweep(model, forward, inputs, metric, hooks, how=how, reference=reference)
-        per_input.append(sweep.per_input)
-        baseline.append(sweep.baseline)
-    return torch.cat(per_input), torch.cat(baseline)
-
-
-def chunked_gradient(model: nn.Module, forward: Forward, select: Select, size: int, hooks: str,
-                     chunk: int = GRADIENT_CHUNK) -> torch.Tensor:
-    """:func:`~explorer.analysis.intervention.gradient_importance` chunk by chunk: ``[input, layer, unit]``."""
-    return torch.cat([gradient_importance(model, forward, *select(part), hooks).per_input
-                      for part in chunks(size, chunk)])
-
-
-def chunked_pruning(model: nn.Module, forward: Forward, select: Select, size: int, hooks: str,
-                    scores: dict[str, torch.Tensor], chunk: int = CHUNK) -> dict[str, Any]:
-    """:func:`~explorer.analysis.intervention_study.common.pruning_study` chunk by chunk; each curve is the mean
-    over all inputs (chunk means weighted by chunk size), with a 95 % Wilson interval per step (``"ci95"``; the
-    metric must then be 0/1 per input)."""
-    total: dict[str, np.ndarray] = {}
-    for part in chunks(size, chunk):
-        study = pruning_study(model, forward, *select(part), hooks, scores)
-        for order, curve in study["curves"].items():
-            total[order] = total.get(order, 0.0) + np.asarray(curve) * (part.stop - part.start)
-    curves = {order: (values / size) for order, values in total.items()}
-    return {"steps": study["steps"], "curves": rounded(curves), "orders": study["orders"],
-            "inputs": size, "ci95": {order: [wilson(round(v * size), size) for v in curve]
-                                     for order, curve in curves.items()}}
-
-
-def _ablated(model: nn.Module, data: SequenceBatch, edits: dict[str, Any]) -> torch.Tensor:
-    """Logit differences ``[input]`` with ``edits`` applied, in chunks."""
-    out = []
-    with evaluating(model), torch.no_grad(), intervene(model, edits):
-        for part in chunks(len(data), CHUNK):
-            out.append(_margin(data.labels[part])(model(data.inputs[part])).double())
-    return torch.cat(out)
-
-
-def _selector(data: SequenceBatch, metric: Callable[[torch.Tensor], Metric]) -> Select:
-    return lambda part: (data.inputs[part], metric(data.labels[part]))
-
-
 def _select(data: SequenceBatch, index: torch.Tensor) -> SequenceBatch:
     return SequenceBatch(data.inputs[index], data.tokens[index], data.labels[index], data.first[index],
                          data.distance[index], data.vocab)
@@ -292,14 +188,16 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
 
     log(f"long_range: ablating each head of {len(data)} test inputs (zero, mean)")
     clock = time.perf_counter()
-    select = _selector(data, _margin)
-    zero, unablated = chunked_sweep(model, _forward, select, len(data), HOOKS, "zero")
-    mean, _ = chunked_sweep(model, _forward, select, len(data), HOOKS, "mean", reference)
+    margin = _margin(data.labels)
+    sweep = ablation_sweep(model, _forward, data.inputs, margin, HOOKS, "zero", chunk=CHUNK)
+    zero, unablated = sweep.per_input, sweep.baseline
+    means = unit_means(model, _forward, reference, HOOKS)
+    mean = ablation_sweep(model, _forward, data.inputs, margin, HOOKS, "mean", means=means, chunk=CHUNK).per_input
     others = {names[layer]: [h for h in range(n_heads) if (layer, h) != pair] for layer in range(len(names))}
     others = {name: heads for name, heads in others.items() if heads}
-    means = unit_means(model, _forward, reference, HOOKS)
-    all_but_pair = {"zero": _ablated(model, data, zero_ablation(model, others)),
-                    "mean": _ablated(model, data, mean_ablation(model, others, means))}
+    all_but_pair = {how: margin(run_with_edits(model, _forward, data.inputs, edits, chunk=CHUNK)).double()
+                    for how, edits in (("zero", zero_ablation(model, others)),
+                                       ("mean", mean_ablation(model, others, means)))}
     seconds["ablation"] = time.perf_counter() - clock
 
     per_distance = min(256, max(MIN_PER_DISTANCE, math.ceil(n / len(data.distance.unique()))))
@@ -312,15 +210,16 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     attention = stored(partner_attention(model, subset))  # (input, layer, head)
     seconds["attention"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    gradient = stored(chunked_gradient(model, _forward, _selector(subset, _margin), len(subset), HOOKS))
+    gradient = stored(gradient_importance(model, _forward, subset.inputs, _margin(subset.labels), HOOKS,
+                                          chunk=GRADIENT_CHUNK).per_input)
     seconds["gradient"] = time.perf_counter() - clock
     effect = stored(zero[index] - unablated[index, None, None])  # (input, layer, head)
     agreement = three_numbers(effect, gradient, attention)
 
     clock = time.perf_counter()
     scores = {"attention": attention.mean(0), "gradient": gradient.abs().mean(0), "effect": effect.abs().mean(0)}
-    pruning = chunked_pruning(model, _forward, _selector(subset, accuracy), len(subset), HOOKS, scores,
-                              PRUNING_CHUNK)
+    pruning = pruning_intervals(pruning_study(model, _forward, subset.inputs, accuracy(subset.labels), HOOKS, scores,
+                                              chunk=PRUNING_CHUNK), len(subset))
     seconds["pruning"] = time.perf_counter() - clock
 
     distance, truth = data.distance, data.labels
@@ -376,11 +275,6 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     return result
 
 
-def stored(values: torch.Tensor, digits: int = DIGITS) -> torch.Tensor:
-    """``values`` rounded to ``digits`` significant digits (what the JSON keeps), float64."""
-    return torch.tensor(rounded(values, digits), dtype=torch.float64)
-
-
 def _ints(value: torch.Tensor | dict[str, torch.Tensor]) -> Any:
     """Bool tensors (or a dict of them) as nested lists of 0/1 (short in the JSON)."""
     if isinstance(value, dict):
@@ -395,17 +289,6 @@ def _assets() -> Path:
 
 
 # --- claims and report -------------------------------------------------------------------------------------------
-
-
-def percent(summary: dict[str, Any]) -> str:
-    """``"97.3 [94.5, 98.7]"``: a :func:`binomial_summary` (or any ``{accuracy, ci95}``) in %."""
-    low, high = summary["ci95"]
-    return f"{100 * summary['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
-
-
-def rho_text(stat: dict[str, Any]) -> str:
-    """``"+0.32 [+0.30, +0.35]"``: a rank-agreement summary (mean and t-interval)."""
-    return f"{stat['mean']:+.2f} [{stat['ci95'][0]:+.2f}, {stat['ci95'][1]:+.2f}]"
 
 
 def _at_chance(table: dict[str, Any]) -> tuple[bool, str]:

@@ -11,7 +11,7 @@ once per batch, so an edit -- and a per-pair mask ``[pair, head]`` -- acts on bo
 Metric: the cosine similarity of the pair (:func:`~explorer.analysis.intervention.pair_similarity`). Per head and pair:
 
 * **attention** -- the attention mass on the tokens of the shared word (:func:`~explorer.analysis.agreement.
-  _shared_word_tokens`), averaged over every real query row of the sentence (mean pooling reads every row, as in
+  shared_word_tokens`), averaged over every real query row of the sentence (mean pooling reads every row, as in
   :mod:`explorer.analysis.agreement`), then averaged over A and B (the ablation acts on both);
   ``attention_a`` (A's rows only, agreement.py's readout) is kept as a variant;
 * **gradient** -- ``d similarity / d xi`` of a multiplicative mask at 1 (Michel et al. 2019);
@@ -23,7 +23,7 @@ Decision of one pair (Serrano & Smith's test in kind): a **minimal pair** -- B' 
 another word of its slot that A does not contain (:func:`minimal_pairs`: "I need a book." -> "I need a lamp."), and
 the model decides right when ``cos(A, B) > cos(A, B')`` (:func:`preference`). Per pair, the head with the most
 attention on the shared word, the head with the largest ``|gradient|``, the head with the largest measured
-``|effect|`` (an oracle) and random heads (3 seeds) are ablated in turn (:func:`~.vision.one_unit_per_input`), A, B
+``|effect|`` (an oracle) and random heads (3 seeds) are ablated in turn (:func:`~.common.one_unit_per_input`), A, B
 and B' all encoded under the ablation; a flip is a change of the decision. Retrieval among all 200 B's was tried
 first and rejected as the decision: in a first run the intact model found its B for only 48 of the 200 pairs, because
 other B's name another noun of A or a near-synonym ("piano" for "guitar"); the minimal pair isolates the shared word.
@@ -54,17 +54,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer._checks import check_choice, check_int, check_tensor, check_type
-from explorer.analysis.agreement import paired_difference
+from explorer._modes import evaluating
+from explorer.analysis.agreement import paired_difference, shared_word_tokens
 from explorer.analysis.intervention import (
-    Metric, ablation_sweep, evaluating, gradient_importance, mean_ablation, pair_similarity, unit_hooks, zero_ablation,
+    ablation_sweep, gradient_importance, pair_similarity, run_with_edits, unit_hooks, zero_ablation,
 )
+from explorer.analysis.intervention_metrics import Metric
 from explorer.analysis.intervention_study.common import (
-    LEVEL_NOTE, RANDOM_ORDERS, metadata, pruning_study, rank_agreement, rounded, three_numbers,
-)
-from explorer.analysis.intervention_study.vision import (
-    DIGITS, LITTLE_LOSS, RANDOM_DRAWS, agreement_rows, check_claims, check_table, claim_lines, counts_at, fmt,
-    one_unit_per_input, output_under, pct, proportion, pruning_claims, pruning_table, selections, selector_labels,
-    single_unit_check,
+    DIGITS, LEVEL_NOTE, LITTLE_LOSS, RANDOM_DRAWS, RANDOM_ORDERS, agreement_rows, check_claims, check_table,
+    claim_lines, counts_at, mean_text, metadata, one_unit_per_input, paired_line, pct, proportion, pruning_claims,
+    pruning_study, pruning_table, rank_agreement, rounded, selections, selector_labels, single_unit_check, stored,
+    three_numbers,
 )
 from explorer.hooks import hook_points, record
 
@@ -247,8 +247,6 @@ def shared_word_attention(model: nn.Module, sentences: Sentences, words: Sequenc
 
     Per side: ``mean over real queries q of sum over the word's tokens k of pattern[pair, head, q, k]``.
     """
-    from explorer.analysis.agreement import _shared_word_tokens
-
     if len(words) != len(sentences):
         raise ValueError(f"words must hold one word per pair ({len(sentences)}), got {len(words)}")
     names = [name.replace("hook_z", "hook_pattern") for name in _names(model)]
@@ -258,7 +256,7 @@ def shared_word_attention(model: nn.Module, sentences: Sentences, words: Sequenc
     for side, (mask, encodings, texts) in enumerate(zip(sentences.masks, sentences.encodings, sentences.texts)):
         target = torch.zeros(mask.shape, dtype=torch.float64)  # (pair, key)
         for i, (encoding, text, word) in enumerate(zip(encodings, texts, words)):
-            hits = torch.from_numpy(_shared_word_tokens(encoding, text, word))
+            hits = torch.from_numpy(shared_word_tokens(encoding, text, word))
             if not hits.any():
                 raise ValueError(f"pair {i}: {word!r} is not a whole word of side {side}'s text {text!r}")
             target[i, : hits.numel()] = hits.double()
@@ -289,21 +287,6 @@ def head_means(model: nn.Module, sentences: Sentences) -> dict[str, torch.Tensor
 
 def _names(model: nn.Module) -> list[str]:
     return [hp.name for hp in unit_hooks(model, HOOKS)]
-
-
-def _mean_sweep(model: nn.Module, sentences: Sentences, metric: Metric, n_heads: int) -> torch.Tensor:
-    """Each head alone set to its mean over real tokens (:func:`head_means`): metric ``[pair, layer, head]``.
-
-    ``ablation_sweep(how="mean")`` averages per position over one batch; the A and B batches differ in length, so the
-    means here are one vector per head, from :func:`head_means`."""
-    means = head_means(model, sentences)
-    names = _names(model)
-    out = torch.empty(len(sentences), len(names), n_heads, dtype=torch.float64)
-    for layer, name in enumerate(names):
-        for head in range(n_heads):
-            edits = mean_ablation(model, {name: [head]}, means)
-            out[:, layer, head] = metric(output_under(model, pair_forward, sentences, edits)).double()
-    return out
 
 
 # --- run --------------------------------------------------------------------------------------------------------
@@ -345,25 +328,29 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     effect = sweep.per_input - baseline[:, None, None]
     lap("zero_ablation")
     n_layers, n_heads = effect.shape[1:]
-    effect_mean = _mean_sweep(model, sentences, similarity, n_heads) - baseline[:, None, None]
+    # each head set to its mean over every real token of the 2 n sentences (head_means), not per position: the A and
+    # B batches differ in length
+    means = head_means(model, sentences)
+    effect_mean = ablation_sweep(model, pair_forward, sentences, similarity, HOOKS, how="mean", means=means).per_input
+    effect_mean = effect_mean - baseline[:, None, None]
     lap("mean_ablation")
 
     # the JSON's values; every summary below is computed from them
-    stored = {name: torch.tensor(rounded(value, DIGITS), dtype=torch.float64) for name, value in {
+    values = {name: stored(value) for name, value in {
         "attention": attention, "attention_a": per_side[0], "gradient": gradient, "effect": effect,
         "effect_mean": effect_mean}.items()}
-    agreement = {"zero": three_numbers(stored["effect"], stored["gradient"], stored["attention"]),
-                 "mean": three_numbers(stored["effect_mean"], stored["gradient"], stored["attention"]),
-                 "attention_a~effect": rank_agreement(stored["attention_a"], stored["effect"].abs()),
-                 "effect~effect_mean": rank_agreement(stored["effect"].abs(), stored["effect_mean"].abs())}
+    agreement = {"zero": three_numbers(values["effect"], values["gradient"], values["attention"]),
+                 "mean": three_numbers(values["effect_mean"], values["gradient"], values["attention"]),
+                 "attention_a~effect": rank_agreement(values["attention_a"], values["effect"].abs()),
+                 "effect~effect_mean": rank_agreement(values["effect"].abs(), values["effect_mean"].abs())}
     comparison = paired_difference(agreement["zero"]["gradient~effect"]["per_input"],
                                    agreement["zero"]["attention~effect"]["per_input"])
 
     others = minimal_pairs(pairs)
     triples = encode_sides(pretrained.tokenizer, [[p.a for p in pairs], [p.b for p in pairs], others])
-    margin = _margin(output_under(model, pair_forward, triples, None))  # (pair,) cos(A, B) - cos(A, B')
-    chosen = selections({"attention": stored["attention"], "gradient": stored["gradient"].abs(),
-                          "oracle": stored["effect"].abs()}, n_layers * n_heads, n)
+    margin = _margin(run_with_edits(model, pair_forward, triples, None))  # (pair,) cos(A, B) - cos(A, B')
+    chosen = selections({"attention": values["attention"], "gradient": values["gradient"].abs(),
+                          "oracle": values["effect"].abs()}, n_layers * n_heads, n)
     names = _names(model)
     change, flipped = {}, {}
     for name, units in chosen.items():
@@ -371,15 +358,15 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
         change[name] = similarity(output[:, :2]).double() - baseline
         flipped[name] = (_margin(output) > 0) != (margin > 0)
     every = zero_ablation(model, {name: list(range(n_heads)) for name in names})
-    without_heads = preference(output_under(model, pair_forward, triples, every)).bool()  # (pair,)
+    without_heads = preference(run_with_edits(model, pair_forward, triples, every)).bool()  # (pair,)
     check = {"decision": "cos(A, B) > cos(A, B'), all three encoded under the ablation",
              "margin": rounded(margin, DIGITS), "all_heads_removed": proportion(without_heads),
              **single_unit_check(change, flipped, chosen)}
     lap("single_head_check")
 
     steps = counts_at(n_layers * n_heads)
-    scores = {"attention": stored["attention"].mean(0), "gradient": stored["gradient"].abs().mean(0),
-              "effect": stored["effect"].abs().mean(0)}
+    scores = {"attention": values["attention"].mean(0), "gradient": values["gradient"].abs().mean(0),
+              "effect": values["effect"].abs().mean(0)}
     pruning = {"order_kept": pruning_study(model, pair_forward, sentences, order_kept(baseline), HOOKS, scores, steps),
                "similarity": pruning_study(model, pair_forward, sentences, similarity, HOOKS, scores, steps)}
     lap("pruning")
@@ -406,7 +393,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
         "inputs": [{"a": p.a, "b": p.b, "shared": p.shared, "b_other": o} for p, o in zip(pairs, others)],
         "baseline": rounded(baseline, DIGITS), "preference_correct": correct.tolist(),
         "preference_accuracy": proportion(correct),
-        "per_input": {name: rounded(value) for name, value in stored.items()},
+        "per_input": {name: rounded(value) for name, value in values.items()},
         "agreement": agreement, "gradient_minus_attention": comparison, "check": check, "pruning": pruning,
         "seconds": seconds, "metadata": metadata(f"{COMMAND} --models {key} --n {n}"),
     }
@@ -429,7 +416,8 @@ def claims(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [*single,
             {"claim": "|gradient| ranks the heads by measured effect better than attention does (per pair, rho)",
              "held": d["ci95"][0] > 0,
-             "numbers": f"{fmt(zero['gradient~effect'])} vs {fmt(zero['attention~effect'])}; difference {fmt(d)}"},
+             "numbers": f"{mean_text(zero['gradient~effect'])} vs {mean_text(zero['attention~effect'])}; "
+                        f"difference {mean_text(d)}"},
             *pruning_claims(result["pruning"]["order_kept"], n_units, "head", "similarity order (order kept)")]
 
 
@@ -452,19 +440,17 @@ def section(key: str, result: Mapping[str, Any]) -> list[str]:
              f"Rank agreement over the {n_units} heads, Spearman's rho per pair, {LEVEL_NOTE}:", "",
              "| numbers | zero ablation (primary) | mean ablation |", "|---|---|---|"]
     for label, name in agreement_rows(zero):
-        lines.append(f"| {label} | {fmt(zero[name])} | {fmt(mean[name])} |")
-    lines += [f"| attention (A's rows only) ~ \\|effect\\| | {fmt(result['agreement']['attention_a~effect'])} | |",
-              f"| \\|zero effect\\| ~ \\|mean effect\\| | {fmt(result['agreement']['effect~effect_mean'])} | |", "",
+        lines.append(f"| {label} | {mean_text(zero[name])} | {mean_text(mean[name])} |")
+    agreement = result["agreement"]
+    lines += [f"| attention (A's rows only) ~ \\|effect\\| | {mean_text(agreement['attention_a~effect'])} | |",
+              f"| \\|zero effect\\| ~ \\|mean effect\\| | {mean_text(agreement['effect~effect_mean'])} | |", "",
               f"Paired difference of the per-pair rhos, (\\|gradient\\| ~ \\|effect\\|) - (attention ~ \\|effect\\|): "
-              f"{fmt(result['gradient_minus_attention'])}.", "",
+              f"{mean_text(result['gradient_minus_attention'])}.", "",
               "One head zero-ablated per pair (Serrano & Smith in kind); the decision flips when the sign of "
               f"cos(A, B) - cos(A, B') changes (A, B, B' all encoded under the ablation); {LEVEL_NOTE}, flip rates "
               "with Wilson intervals:", ""]
     lines += check_table(result["check"], selector_labels(result["check"], "on the shared word"), "similarity")
-    paired = result["check"]["paired"]
-    lines += ["", "Paired differences of \\|change\\|: " + "; ".join(
-        f"{name.replace('-', ' - ')} {fmt(value, 4)}" for name, value in paired.items() if name != "random_mean_abs")
-        + " (random: mean over the draws per pair).", ""]
+    lines += ["", paired_line(result["check"], "pair"), ""]
     labels = {"attention": "by attention", "gradient": "by \\|gradient\\|", "effect": "by \\|effect\\|"}
     lines += ["Pruning (heads zero-ablated cumulatively, least important first); order kept (per pair, the share of "
               "the other pairs on the same side of it as under the intact model):", ""]
