@@ -39,7 +39,7 @@ from typing import Union
 import torch
 from torch import nn
 
-__all__ = ["HookPoint", "Trace", "hook_points", "record", "intervene", "NameFilter", "Edit"]
+__all__ = ["HookPoint", "Trace", "hook_points", "record", "intervene", "nearest_names", "NameFilter", "Edit"]
 
 NameFilter = Union[None, str, Iterable[str], Callable[[str], bool]]
 Edit = Callable[[torch.Tensor, "HookPoint"], Union[torch.Tensor, None]]  # fn(activation, hook) -> replacement
@@ -284,7 +284,9 @@ def record(
             hp._detach(entry)
 
 
-def _nearest(name: str, known: Iterable[str], n: int = 4) -> list[str]:
+def nearest_names(name: str, known: Iterable[str], n: int = 4) -> list[str]:
+    """Up to ``n`` names of ``known`` closest to ``name`` (difflib), else those sharing its last component; for
+    error messages that say what the user may have meant."""
     known = list(known)
     close = difflib.get_close_matches(name, known, n=n, cutoff=0.5)
     if not close:  # fall back to the names sharing the pattern's last component
@@ -338,7 +340,7 @@ def intervene(model: nn.Module, edits: Mapping[str, Edit] | Iterable[tuple[str, 
         matched = [hp for path, hp in points.items() if path == pattern or fnmatch.fnmatchcase(path, pattern)]
         if not matched:
             raise ValueError(f"edits: {pattern!r} matches no hook point of the model; nearest: "
-                             f"{_nearest(pattern, points)} ({len(points)} hook points in all)")
+                             f"{nearest_names(pattern, points)} ({len(points)} hook points in all)")
         plan += [(hp, fn) for hp in matched]
     attached: list[tuple[HookPoint, tuple[bool, Callable]]] = []
     try:

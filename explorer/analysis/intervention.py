@@ -55,7 +55,7 @@ from explorer.analysis.intervention_metrics import (
     Metric, accuracy, class_probability, kl_divergence, logit_difference, pair_similarity,
 )
 from explorer.analysis.query_key import QueryKeyView, query_key_view
-from explorer.hooks import Edit, HookPoint, Trace, hook_points, intervene
+from explorer.hooks import Edit, HookPoint, Trace, hook_points, intervene, nearest_names
 
 __all__ = [
     "UNIT_DIMS", "Sweep", "QueryKeyView", "unit_hooks", "unit_axis", "unit_counts", "flat_units", "zero_ablation",
@@ -98,10 +98,8 @@ def unit_hooks(model: nn.Module, hooks: str | Sequence[str]) -> list[HookPoint]:
         raise TypeError(f"hooks must be a str (name or glob) or a non-empty list of str, got {hooks!r}")
     found = [hp for path, hp in points.items() if any(path == p or fnmatch.fnmatchcase(path, p) for p in patterns)]
     if not found:
-        from explorer.hooks import _nearest
-
         raise ValueError(f"hooks={hooks!r} matches no hook point of the model; nearest: "
-                         f"{_nearest(patterns[0], points)}")
+                         f"{nearest_names(patterns[0], points)}")
     for hp in found:
         unit_axis(hp)
     return found
@@ -121,9 +119,8 @@ def _check_units(model: nn.Module, units: object) -> dict[str, list[int]]:
     checked: dict[str, list[int]] = {}
     for name, indices in units.items():  # type: ignore[union-attr]
         if name not in points:
-            from explorer.hooks import _nearest
-
-            raise ValueError(f"units: {name!r} is not a hook point of the model; nearest: {_nearest(name, points)}")
+            raise ValueError(f"units: {name!r} is not a hook point of the model; "
+                             f"nearest: {nearest_names(name, points)}")
         unit_axis(points[name])
         if isinstance(indices, int) and not isinstance(indices, bool):
             indices = [indices]

@@ -16,7 +16,7 @@ from torch import nn
 
 from explorer._checks import check_int, check_type
 from explorer._modes import evaluating
-from explorer.hooks import hook_points, record
+from explorer.hooks import hook_points, nearest_names, record
 
 __all__ = ["QueryKeyView", "query_key_view"]
 
@@ -57,11 +57,9 @@ def query_key_view(model: nn.Module, forward: Callable[[nn.Module, Any], Any], i
     try:
         attn = model.get_submodule(layer)
     except AttributeError:
-        from explorer.hooks import _nearest
-
         layers = sorted({n.rsplit(".", 1)[0] for n in hook_points(model) if n.endswith(".hook_q")})
         raise ValueError(f"layer {layer!r} is not a module of the model; attention layers: "
-                         f"{_nearest(layer, layers) or layers[:6]}") from None
+                         f"{nearest_names(layer, layers) or layers[:6]}") from None
     if not all(hasattr(attn, a) for a in ("hook_q", "hook_k", "hook_scores", "scale")):
         raise ValueError(f"layer {layer!r} is a {type(attn).__name__}, not an attention layer with hook_q, hook_k "
                          "and hook_scores")
