@@ -643,10 +643,6 @@ def shared_word_tokens(encoding: Any, text: str, word: str | None) -> np.ndarray
     return hits
 
 
-# explorer/apps/intervene.py imports the old private name; remove this alias once it imports shared_word_tokens
-_shared_word_tokens = shared_word_tokens
-
-
 def _check_pairs(pairs: object) -> list[tuple[str, str, str | None]]:
     from explorer.data.sentence_pairs import SentencePair
 

@@ -408,7 +408,7 @@ def test_every_app_still_answers_afterwards(dash, index, no_catch_all):
     elif name == "InterveneApp":
         from explorer import intervene
         from explorer.analysis.intervention import pair_similarity, zero_ablation
-        from explorer.apps.intervene import pair_forward
+        from explorer.analysis.pair_intervention import pair_forward
 
         update(app.cells[(4, 2)], {"value": True})  # layer 5, head 3, ablated from the page
         model = app.pretrained.model

@@ -1,7 +1,7 @@
 """The Intervene app draws the library's numbers. References are computed here another way: each sentence encoded
-on its own (no padding, so no attention mask), ablations through ``intervene`` with the library's edits or with
-hand-written ones, means over tokens by a loop, gradients by central differences in float64, attention and
-patching from per-sentence recordings."""
+on its own (no padding, so no attention mask; the helpers of tests/analysis/test_pair_intervention.py, which checks
+the library's per-pair numbers), ablations through ``intervene`` with the library's edits or with hand-written ones,
+means over tokens by a loop, the query/key view from a per-sentence recording."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from explorer import intervene, record
-from explorer.analysis.intervention import mean_ablation, scaling, zero_ablation
-from explorer.apps.intervene import (DEFAULT_A, DEFAULT_B, MATCH_SCALE, MAX_CHARS, MAX_TOKENS, InterveneApp,
-                                     PairExperiment, encode_pairs, fixed_batch, matching, pair_gradient, shared_word,
-                                     single_thread)
+from explorer import record
+from explorer.analysis.intervention import mean_ablation, zero_ablation
+from explorer.analysis.pair_intervention import MATCH_SCALE, fixed_batch
+from explorer.apps._callbacks import single_thread
+from explorer.apps.intervene import DEFAULT_A, DEFAULT_B, InterveneApp
 from explorer.models import load_pretrained
-
-FLOAT32 = 1e-5  # cosines of float32 embeddings computed along two paths (padded batch vs one sentence)
+from tests.analysis.test_pair_intervention import FLOAT32, embed, similarity, units_of
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,24 +36,6 @@ def pretrained():
 @pytest.fixture(scope="module")
 def app():
     return InterveneApp()
-
-
-def units_of(ablated) -> dict[str, list[int]]:
-    units: dict[str, list[int]] = {}
-    for layer, head in ablated:
-        units.setdefault(f"blocks.{layer}.attn.hook_z", []).append(head)
-    return units
-
-
-def embed(pretrained, text: str, edits=None) -> torch.Tensor:
-    """One sentence alone: mean of its last hidden states, ``(embed,)``."""
-    model, tokenizer = pretrained.model, pretrained.tokenizer
-    with torch.no_grad(), (intervene(model, edits) if edits else torch.no_grad()):
-        return model(tokenizer.encode(text).input_ids).last_hidden_state[0].mean(0)
-
-
-def similarity(pretrained, a: str, b: str, edits=None) -> float:
-    return float(F.cosine_similarity(embed(pretrained, a, edits), embed(pretrained, b, edits), dim=0))
 
 
 def reset(app) -> None:
@@ -147,91 +128,16 @@ def test_reset_clears_every_head(app):
     assert app.similarity == app.experiment.clean_similarity and 'data-ablated=""' in app.status.value
 
 
-# --- the three numbers per head and patching ---------------------------------------------------------------------
+# --- the three numbers per head and patching (computed and checked in tests/analysis/test_pair_intervention.py) -----
 
 
-@pytest.mark.parametrize("cell", [(0, 5), (3, 11), (5, 11)])
-def test_ablation_effect_is_the_measured_change(app, pretrained, cell):
-    clean = similarity(pretrained, DEFAULT_A, DEFAULT_B)
-    ablated = similarity(pretrained, DEFAULT_A, DEFAULT_B, zero_ablation(pretrained.model, units_of([cell])))
-    assert abs(app.experiment.effect[cell] - (ablated - clean)) < 2 * FLOAT32
-    np.testing.assert_array_equal(app.heads_figure.figure.data[2].z, app.experiment.effect)
-
-
-def test_attention_on_the_shared_word(app, pretrained):
+def test_the_heads_and_patching_figures_draw_the_experiments_numbers(app):
     e = app.experiment
-    assert e.word == "piano"
-    per_sentence = []
-    for text in (DEFAULT_A, DEFAULT_B):
-        encoding = pretrained.tokenizer.encode(text)
-        word = [i for i, t in enumerate(encoding.tokens) if t == "piano"]
-        assert len(word) == 1
-        with torch.no_grad(), record(pretrained.model, "*.hook_pattern") as trace:
-            pretrained.model(encoding.input_ids)
-        per_sentence.append(np.array([[float(trace[f"blocks.{l}.attn.hook_pattern"][0, h, :, word].sum(-1).mean())
-                                       for h in range(12)] for l in range(6)]))
-    np.testing.assert_allclose(e.attention, (per_sentence[0] + per_sentence[1]) / 2, atol=1e-6, rtol=0)
     np.testing.assert_array_equal(app.heads_figure.figure.data[0].z, e.attention)
-
-
-def test_gradient_importance_is_the_derivative_of_a_shared_head_mask(pretrained):
-    """Central differences in float64 on a private copy: ``sim(xi_h = 1 + eps) - sim(1 - eps)`` over ``2 eps``,
-    with one mask per head shared by both sentences (``scaling`` with a ``[head]`` factor)."""
-    model = load_pretrained(cache=False).model.double()
-    inputs = encode_pairs(pretrained.tokenizer, [(DEFAULT_A, DEFAULT_B)])
-    gradient = pair_gradient(model, inputs)[0]  # (layer, head)
-    eps = 1e-4
-
-    def sim(layer: int, head: int, xi: float) -> float:
-        factor = torch.ones(12, dtype=torch.float64)
-        factor[head] = xi
-        ids, mask = inputs
-        with torch.no_grad(), intervene(model, scaling(model, {f"blocks.{layer}.attn.hook_z": factor})):
-            pooled = model(ids, mask).mean_pooled(mask)
-        return float(F.cosine_similarity(pooled[0], pooled[1], dim=0))
-
-    for layer, head in [(0, 3), (3, 11), (5, 2), (5, 11)]:
-        numeric = (sim(layer, head, 1 + eps) - sim(layer, head, 1 - eps)) / (2 * eps)
-        assert abs(float(gradient[layer, head]) - numeric) < 1e-6, (layer, head)  # O(eps^2) and float64 noise
-
-
-def test_app_importance_is_the_absolute_gradient(app, pretrained):
-    gradient = pair_gradient(pretrained.model, app.experiment.inputs)[0].numpy()
-    np.testing.assert_allclose(app.experiment.importance, np.abs(gradient), atol=1e-7, rtol=0)
-    np.testing.assert_array_equal(app.heads_figure.figure.data[1].z, app.experiment.importance)
-    # the first-order prediction of zero-ablating a head, -gradient, tracks the measured effect on this pair
-    assert np.corrcoef(-gradient.ravel(), app.experiment.effect.ravel())[0, 1] > 0.8
-
-
-@pytest.mark.parametrize("cell", [(5, 5), (5, 0), (2, 2)])
-def test_patching_restores_the_share_a_hand_written_patch_restores(app, pretrained, cell):
-    """Sentence A with the shared word's token replaced by [MASK]; one head's hook_z in A replaced by the clean
-    one; B is the same in both runs, so patching it changes nothing."""
-    model, tokenizer = pretrained.model, pretrained.tokenizer
-    layer, head = cell
-    clean_ids = tokenizer.encode(DEFAULT_A).input_ids
-    corrupted_ids = clean_ids.clone()
-    corrupted_ids[0, tokenizer.encode(DEFAULT_A).tokens.index("piano")] = tokenizer.encode("[MASK]").input_ids[0, 1]
-    name = f"blocks.{layer}.attn.hook_z"
-    with torch.no_grad(), record(model, name) as trace:
-        model(clean_ids)
-    source = trace[name]  # (1, head, token, head_dim)
-
-    def patch(z, hook):
-        z = z.clone()
-        z[:, head] = source[:, head]
-        return z
-
-    b = embed(pretrained, DEFAULT_B)
-    with torch.no_grad():
-        corrupted = float(F.cosine_similarity(model(corrupted_ids).last_hidden_state[0].mean(0), b, dim=0))
-        with intervene(model, {name: patch}):
-            patched = float(F.cosine_similarity(model(corrupted_ids).last_hidden_state[0].mean(0), b, dim=0))
-    clean = app.experiment.clean_similarity
-    assert abs(app.experiment.corrupted_similarity - corrupted) < FLOAT32
-    want = (patched - corrupted) / (clean - corrupted)
-    assert abs(app.experiment.patching[cell] - want) < FLOAT32 / (clean - corrupted) * 4  # a ratio of differences
-    np.testing.assert_array_equal(app.patching_figure.figure.data[0].z, app.experiment.patching)
+    np.testing.assert_array_equal(app.heads_figure.figure.data[1].z, e.importance)
+    np.testing.assert_array_equal(app.heads_figure.figure.data[2].z, e.effect)
+    np.testing.assert_array_equal(app.patching_figure.figure.data[0].z, e.patching)
+    assert e.a == DEFAULT_A and e.b == DEFAULT_B and e.word == "piano"
 
 
 # --- query / key view --------------------------------------------------------------------------------------------
@@ -263,15 +169,6 @@ def test_query_key_view_is_the_recorded_pattern_row(app, pretrained):
 # --- input checks and refusals -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("a, error, words", [
-    (5, TypeError, "sentence A must be a str"), ("   ", ValueError, "sentence A is empty"),
-    ("x" * (MAX_CHARS + 1), ValueError, f"at most {MAX_CHARS}"),
-    ("a " * 99, ValueError, f"at most {MAX_TOKENS} are accepted")])
-def test_bad_sentences_are_refused_by_name(pretrained, a, error, words):
-    with pytest.raises(error, match=words):
-        PairExperiment(pretrained, a, DEFAULT_B)
-
-
 def test_bad_how_is_refused_by_name():
     with pytest.raises(ValueError, match="how must be one of"):
         InterveneApp(how="half")
@@ -300,26 +197,6 @@ def test_the_memory_guard_refuses_a_toggle_and_the_grid_shows_the_state_kept(app
     app.cells[(2, 2)].value = True
     assert app.ablated == {(2, 2)} and app.message.value == ""
     reset(app)
-
-
-def test_a_pair_without_a_shared_word_has_no_word_numbers(pretrained):
-    e = PairExperiment(pretrained, "The dog slept all afternoon.", "Markets opened higher today.")
-    assert e.word is None and e.corrupted_similarity is None
-    assert np.isnan(e.attention).all() and np.isnan(e.patching).all()
-    assert np.isfinite(e.effect).all() and np.isfinite(e.gradient).all()
-    assert abs(e.clean_similarity - similarity(pretrained, e.a, e.b)) < FLOAT32
-
-
-def test_helpers():
-    assert shared_word("The old Piano, again.", "I like the piano") == "piano"
-    assert shared_word("It is in the box", "It is in the house") is None  # stopwords are not shared words
-    with pytest.raises(TypeError, match="b must be a str"):
-        shared_word("a", None)
-    with pytest.raises(ValueError, match="embeddings"):
-        matching(torch.zeros(3, 3, 4))
-    with pytest.raises(ValueError, match="scale"):
-        matching(torch.zeros(3, 2, 4), scale=0)
-    assert len(fixed_batch()) == 8 and len({p[2] for p in fixed_batch()}) == 8
 
 
 def test_threads_are_restored(app):

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 
 from explorer import intervene
 from explorer.analysis.intervention import zero_ablation
-from explorer.apps.intervene import DEFAULT_A, DEFAULT_B, fixed_batch, single_thread
+from explorer.analysis.pair_intervention import fixed_batch
+from explorer.apps._callbacks import single_thread
+from explorer.apps.intervene import DEFAULT_A, DEFAULT_B
 from explorer.models import load_pretrained
 from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
 

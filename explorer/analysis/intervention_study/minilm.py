@@ -4,20 +4,24 @@ Model: all-MiniLM-L6-v2 (:func:`explorer.models.load_pretrained`, float32), 6 la
 heads at ``blocks.{l}.attn.hook_z`` ``[batch, head, query, head_dim]`` (before the output projection).
 
 Inputs: ``sentence_pairs(n, seed=0)`` (:mod:`explorer.data.sentence_pairs`): sentence A and a short sentence B that
-share one noun. :func:`pair_forward` encodes the A's and the B's as two padded batches of ``n`` sentences, mean-pools
-each over its real tokens (sentence-transformers' readout) and returns ``[pair, side, embed]``; a hook point fires
-once per batch, so an edit -- and a per-pair mask ``[pair, head]`` -- acts on both sentences of a pair.
+share one noun. The pairs run through :mod:`explorer.analysis.pair_intervention`, by side:
+:func:`~explorer.analysis.pair_intervention.encode_sides` encodes the A's and the B's as two padded batches of ``n``
+sentences, and :func:`~explorer.analysis.pair_intervention.pair_forward` mean-pools each over its real tokens
+(sentence-transformers' readout) and returns ``[pair, side, embed]``; a hook point fires once per batch, so an edit --
+and a per-pair mask ``[pair, head]`` -- acts on both sentences of a pair.
 
 Metric: the cosine similarity of the pair (:func:`~explorer.analysis.intervention.pair_similarity`). Per head and pair:
 
-* **attention** -- the attention mass on the tokens of the shared word (:func:`~explorer.analysis.agreement.
-  shared_word_tokens`), averaged over every real query row of the sentence (mean pooling reads every row, as in
+* **attention** -- the attention mass on the tokens of the shared word (:func:`~explorer.analysis.pair_intervention.
+  shared_word_attention`), averaged over every real query row of the sentence (mean pooling reads every row, as in
   :mod:`explorer.analysis.agreement`), then averaged over A and B (the ablation acts on both);
   ``attention_a`` (A's rows only, agreement.py's readout) is kept as a variant;
-* **gradient** -- ``d similarity / d xi`` of a multiplicative mask at 1 (Michel et al. 2019);
+* **gradient** -- ``d similarity / d xi`` of a multiplicative mask at 1, one mask per pair (Michel et al. 2019;
+  :func:`~explorer.analysis.pair_intervention.pair_gradient`);
 * **effect** -- similarity with the head zero-ablated minus without (primary: zero ablation, the mask at 0, which
   ``-gradient`` predicts to first order); ``effect_mean`` replaces the head's output by its mean over every real token
-  of the ``2 n`` sentences (a check that zero is not an off-distribution artefact).
+  of the ``2 n`` sentences (:func:`~explorer.analysis.pair_intervention.head_means`; a check that zero is not an
+  off-distribution artefact).
 
 Decision of one pair (Serrano & Smith's test in kind): a **minimal pair** -- B' is B with the shared word replaced by
 another word of its slot that A does not contain (:func:`minimal_pairs`: "I need a book." -> "I need a lamp."), and
@@ -36,7 +40,7 @@ sentence-similarity benchmark scores. The minimal-pair decision is not used for 
 heads (mean pooling keeps the shared word's own embedding), as its accuracy with every head removed shows
 (``all_heads_removed`` in the JSON).
 
-Speed: an edit of block ``l`` cannot change blocks ``< l``, so :func:`pair_forward` restarts from the intact model's
+Speed: an edit of block ``l`` cannot change blocks ``< l``, so ``pair_forward`` restarts from the intact model's
 residual stream at the first block with an active hook point (cached on the batch); the result equals the full
 forward (tests compare them). Papers: Serrano & Smith 2019, https://arxiv.org/abs/1906.03731; Michel, Levy & Neubig
 2019, https://arxiv.org/abs/1905.10650.
@@ -46,19 +50,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from explorer._checks import check_choice, check_int, check_tensor, check_type
-from explorer._modes import evaluating
-from explorer.analysis.agreement import paired_difference, shared_word_tokens
-from explorer.analysis.intervention import (
-    ablation_sweep, gradient_importance, pair_similarity, run_with_edits, unit_hooks, zero_ablation,
-)
+from explorer._checks import check_choice, check_int, check_tensor
+from explorer.analysis.agreement import paired_difference
+from explorer.analysis.intervention import ablation_sweep, pair_similarity, run_with_edits, zero_ablation
 from explorer.analysis.intervention_metrics import Metric
 from explorer.analysis.intervention_study.common import (
     DIGITS, LEVEL_NOTE, LITTLE_LOSS, RANDOM_DRAWS, RANDOM_ORDERS, agreement_rows, check_claims, check_table,
@@ -66,101 +65,17 @@ from explorer.analysis.intervention_study.common import (
     pruning_study, pruning_table, rank_agreement, rounded, selections, selector_labels, single_unit_check, stored,
     three_numbers,
 )
-from explorer.hooks import hook_points, record
+from explorer.analysis.pair_intervention import (
+    HOOKS, encode_sides, head_hook_names, head_means, pair_forward, pair_gradient, shared_word_attention,
+)
 
-__all__ = ["KEYS", "HOOKS", "SEED", "Sentences", "encode_sides", "pair_forward", "minimal_pairs", "preference",
-           "order_kept", "shared_word_attention", "head_means", "run", "claims", "section"]
+__all__ = ["KEYS", "HOOKS", "SEED", "minimal_pairs", "preference", "order_kept", "run", "claims", "section"]
 
 KEYS = ("minilm",)
-HOOKS = "blocks.*.attn.hook_z"  # [batch, head, query, head_dim] per layer
 SEED = 0                        # sentence pairs; random heads and orders use seeds 0 .. 2
 
 
-# --- inputs and forward -----------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Sentences:
-    """Tokenised sentences for :func:`pair_forward`: one right-padded batch per side (A, B[, distractor])."""
-
-    texts: tuple[tuple[str, ...], ...]   # per side, one text per pair
-    ids: tuple[torch.Tensor, ...]        # per side [pair, token], long
-    masks: tuple[torch.Tensor, ...]      # per side [pair, token], 1 = real token
-    encodings: tuple[list[Any], ...]     # per side, explorer Encoding per pair (tokens, offsets)
-    _cache: tuple[nn.Module, list[tuple[torch.Tensor, ...]]] | None = field(default=None, repr=False)
-
-    def __len__(self) -> int:
-        return self.ids[0].shape[0]
-
-
-def encode_sides(tokenizer: Any, sides: Sequence[Sequence[str]]) -> Sentences:
-    """Tokenise each side's texts as one padded batch (``Tokenizer.encode_batch``).
-
-    Args:
-        tokenizer: an :class:`explorer.models.checkpoint.Tokenizer`.
-        sides: 1-3 lists of texts, one text per pair each (A's, B's, distractors).
-
-    Returns:
-        :class:`Sentences`.
-    """
-    if isinstance(sides, (str, bytes)) or not isinstance(sides, Sequence) or not 1 <= len(sides) <= 3:
-        raise TypeError(f"sides must be a list of 1-3 lists of texts (A's, B's, ...), got {sides!r:.80}")
-    texts = []
-    for s, side in enumerate(sides):
-        if isinstance(side, (str, bytes)) or not isinstance(side, Sequence) or not side:
-            raise TypeError(f"sides[{s}] must be a non-empty list of str, got {side!r:.80}")
-        if not all(isinstance(t, str) for t in side):
-            raise TypeError(f"sides[{s}] must hold only str")
-        texts.append(tuple(side))
-    if len({len(side) for side in texts}) != 1:
-        raise ValueError(f"sides must have one text per pair each, got lengths {[len(s) for s in texts]}")
-    ids, masks = zip(*(tokenizer.encode_batch(list(side)) for side in texts))
-    encodings = tuple([tokenizer.encode(text) for text in side] for side in texts)
-    return Sentences(tuple(texts), tuple(ids), tuple(masks), encodings)
-
-
-def _first_active_block(model: nn.Module) -> int | None:
-    """Index of the first block with a recorded or edited hook point; 0 if one outside the blocks is active; None if
-    nothing is active."""
-    active = [name for name, hp in hook_points(model).items() if hp.active]
-    if not active:
-        return None
-    parts = [name.split(".") for name in active]
-    if any(p[0] != "blocks" for p in parts):
-        return 0
-    return min(int(p[1]) for p in parts)
-
-
-def pair_forward(model: nn.Module, sentences: Sentences) -> torch.Tensor:
-    """Mean-pooled embeddings of every side of every pair: ``[pair, side, embed]``.
-
-    The first call with no hook point active stores each block's input (``BertOutput.hidden_states``) on
-    ``sentences``; later calls restart from the first block with an active hook point. The model's weights must not
-    change while ``sentences`` is in use.
-    """
-    check_type("sentences", sentences, Sentences, "Sentences from encode_sides(...)")
-    from explorer.models.bert import BertOutput
-
-    first = _first_active_block(model)
-    cache = sentences._cache
-    usable = cache is not None and cache[0] is model and cache[1][0][0].dtype == model.embeddings.norm.weight.dtype
-    start = first if (first and usable) else 0
-    pooled, states = [], []
-    for side, (ids, mask) in enumerate(zip(sentences.ids, sentences.masks)):
-        if start == 0:
-            output = model(ids, mask)
-            hidden = output.last_hidden_state  # (pair, token, embed)
-            states.append(tuple(h.detach() for h in output.hidden_states))
-        else:
-            padding = mask == 0  # (pair, token), True = padding, as BertEncoder.forward passes it
-            x = cache[1][side][start]  # (pair, token, embed): the intact input of block `start`
-            for block in model.blocks[start:]:
-                x = block(x, padding if bool(padding.any()) else None, None)
-            hidden = x
-        pooled.append(BertOutput(hidden, ()).mean_pooled(mask))  # (pair, embed)
-    if first is None and start == 0:
-        sentences._cache = (model, states)
-    return torch.stack(pooled, dim=1)  # (pair, side, embed)
+# --- inputs and decisions --------------------------------------------------------------------------------------
 
 
 def minimal_pairs(pairs: Sequence[Any], seed: int = SEED) -> list[str]:
@@ -239,56 +154,6 @@ def _margin(output: torch.Tensor) -> torch.Tensor:
             - F.cosine_similarity(output[:, 0], output[:, 2], dim=-1))
 
 
-# --- the three numbers ------------------------------------------------------------------------------------------
-
-
-def shared_word_attention(model: nn.Module, sentences: Sentences, words: Sequence[str]) -> torch.Tensor:
-    """Attention on the shared word per side, pair, layer and head: ``[side, pair, layer, head]``, float64.
-
-    Per side: ``mean over real queries q of sum over the word's tokens k of pattern[pair, head, q, k]``.
-    """
-    if len(words) != len(sentences):
-        raise ValueError(f"words must hold one word per pair ({len(sentences)}), got {len(words)}")
-    names = [name.replace("hook_z", "hook_pattern") for name in _names(model)]
-    with evaluating(model), torch.no_grad(), record(model, names) as trace:
-        pair_forward(model, sentences)
-    out = []
-    for side, (mask, encodings, texts) in enumerate(zip(sentences.masks, sentences.encodings, sentences.texts)):
-        target = torch.zeros(mask.shape, dtype=torch.float64)  # (pair, key)
-        for i, (encoding, text, word) in enumerate(zip(encodings, texts, words)):
-            hits = torch.from_numpy(shared_word_tokens(encoding, text, word))
-            if not hits.any():
-                raise ValueError(f"pair {i}: {word!r} is not a whole word of side {side}'s text {text!r}")
-            target[i, : hits.numel()] = hits.double()
-        real = mask.double()  # (pair, query)
-        layers = []
-        for name in names:
-            pattern = trace.history(name)[side].double()  # (pair, head, query, key)
-            mass = (pattern * target[:, None, None, :]).sum(-1)  # (pair, head, query)
-            layers.append((mass * real[:, None, :]).sum(-1) / real.sum(-1, keepdim=True))  # (pair, head)
-        out.append(torch.stack(layers, dim=1))  # (pair, layer, head)
-    return torch.stack(out)
-
-
-def head_means(model: nn.Module, sentences: Sentences) -> dict[str, torch.Tensor]:
-    """Each head's mean output vector over every real token of every side: ``{hook: [1, head, 1, head_dim]}``."""
-    names = _names(model)
-    with evaluating(model), torch.no_grad(), record(model, names) as trace:
-        pair_forward(model, sentences)
-    means = {}
-    for name in names:
-        total = count = 0
-        for z, mask in zip(trace.history(name), sentences.masks):  # z (pair, head, token, head_dim)
-            total = total + (z * mask.to(z.dtype)[:, None, :, None]).sum(dim=(0, 2))  # (head, head_dim)
-            count = count + int(mask.sum())
-        means[name] = (total / count)[None, :, None, :]
-    return means
-
-
-def _names(model: nn.Module) -> list[str]:
-    return [hp.name for hp in unit_hooks(model, HOOKS)]
-
-
 # --- run --------------------------------------------------------------------------------------------------------
 
 
@@ -321,7 +186,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     per_side = shared_word_attention(model, sentences, words)  # (side, pair, layer, head)
     attention = per_side.mean(0)
     lap("attention")
-    gradient = gradient_importance(model, pair_forward, sentences, similarity, HOOKS).per_input
+    gradient = pair_gradient(model, sentences)  # (pair, layer, head)
     lap("gradient")
     sweep = ablation_sweep(model, pair_forward, sentences, similarity, HOOKS, how="zero")
     baseline = sweep.baseline
@@ -351,7 +216,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     margin = _margin(run_with_edits(model, pair_forward, triples, None))  # (pair,) cos(A, B) - cos(A, B')
     chosen = selections({"attention": values["attention"], "gradient": values["gradient"].abs(),
                           "oracle": values["effect"].abs()}, n_layers * n_heads, n)
-    names = _names(model)
+    names = head_hook_names(model)
     change, flipped = {}, {}
     for name, units in chosen.items():
         output = one_unit_per_input(model, pair_forward, triples, names, [n_heads] * n_layers, units)
