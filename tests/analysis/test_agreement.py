@@ -41,12 +41,7 @@ EXACT = 1e-12
 RECOMPUTE = {"vit": 1e-6, "minilm": 1e-4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/analysis/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -104,3 +104,16 @@ def test_pruning_study_over_layers_of_different_widths():
         expected = present[torch.randperm(10, generator=torch.Generator().manual_seed(seed))].tolist()
         assert [layer * 6 + unit for layer, unit in study["orders"][f"random_{seed}"]] == expected
     assert study["curves"]["score"][0] == 1.0
+
+
+def test_laps_times_each_stage_from_the_previous_call(monkeypatch):
+    from explorer.analysis.intervention_study import common
+
+    ticks = iter([10.0, 12.5, 12.504, 20.0])  # made, "load", "attention", "pruning"
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(ticks))
+    said = []
+    laps = common.Laps(said.append, "vit")
+    for name in ("load", "attention", "pruning"):
+        laps(name)
+    assert laps.seconds == {"load": 2.5, "attention": 0.0, "pruning": 7.5}  # differences, rounded to 2 decimals
+    assert said == ["vit: load 2.5 s", "vit: attention 0.0 s", "vit: pruning 7.5 s"]

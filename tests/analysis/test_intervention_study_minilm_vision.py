@@ -50,12 +50,7 @@ def close(actual, expected, tol: float) -> bool:
     return bool(np.all(np.abs(a - e) <= tol + ROUNDING * np.abs(e)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/analysis/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ A = "The old teacher carefully repaired the broken piano in the kitchen."  # the
 B = "Everyone wanted to hear the piano again."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread, as the app runs (two spin-waiting threads on 2 shared cores are slow)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/analysis/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import math
 import platform
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import NormalDist
@@ -43,7 +44,7 @@ __all__ = [
     "LEVEL", "LEVEL_NOTE", "DIGITS", "RANDOM_ORDERS", "RANDOM_DRAWS", "FRACTIONS", "SHOWN", "RARELY", "LITTLE_LOSS",
     "PRUNED", "WEAK_BELOW", "WEAK",
     # files
-    "default_study_dir", "metadata", "rounded", "stored", "write_json", "read_json",
+    "default_study_dir", "metadata", "rounded", "stored", "write_json", "read_json", "Laps",
     # statistics
     "wilson", "proportion", "binomial_summary", "rank_agreement", "three_numbers",
     # pruning and the single-unit check
@@ -110,6 +111,23 @@ def write_json(result: Mapping[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     return path
+
+
+class Laps:
+    """Seconds per stage of a run: ``laps("load")`` closes the stage that began at the previous call (or when the
+    object was made), stores its seconds (2 decimals) in ``laps.seconds`` and, given ``log``, reports it."""
+
+    def __init__(self, log: Callable[[str], None] | None = None, prefix: str = "") -> None:
+        self.seconds: dict[str, float] = {}
+        self._log, self._prefix = log, prefix
+        self._tick = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._tick, 2)
+        self._tick = now
+        if self._log is not None:
+            self._log(f"{self._prefix}: {name} {self.seconds[name]} s")
 
 
 def read_json(path: Path, command: str) -> dict[str, Any]:

@@ -23,7 +23,6 @@ contrast.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +37,7 @@ from explorer.analysis.intervention import (
     zero_ablation,
 )
 from explorer.analysis.intervention_study.common import (
-    DIGITS, LEVEL, LEVEL_NOTE, RANDOM_ORDERS, WEAK, WEAK_BELOW, binomial_summary, mean_text, metadata, percent,
+    Laps, DIGITS, LEVEL, LEVEL_NOTE, RANDOM_ORDERS, WEAK, WEAK_BELOW, binomial_summary, mean_text, metadata, percent,
     pruning_intervals, pruning_study, rho_text, rounded, stored, three_numbers,
 )
 from explorer.analysis.localisation import POINTING_SHARE, patch_object_share
@@ -155,8 +154,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     if key not in KEYS:
         raise ValueError(f"key must be one of {KEYS}, got {key!r}")
     check_int("n", n, 2)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    lap = Laps()
     model, card = load_cross_modal()
     size = max(n, card["heldout_scenes"])
     scenes = sample_batch(size, seed=card["heldout_seed"], size=model.config.image_size)
@@ -164,19 +162,16 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     names = [hp.name for hp in unit_hooks(model, CROSS)]
     n_heads = model.config.heads
     labels = [head_label(layer, head) for layer in range(len(names)) for head in range(n_heads)]
-    seconds["load"] = time.perf_counter() - clock
+    lap("load")
 
     log(f"cross_modal: attention, gradients and ablations on {size} scenes")
-    clock = time.perf_counter()
     mass, hit = head_localisation(_patterns(model, scenes), scenes.target_masks, model.grid)  # (scene, layer, head)
     mass = stored(mass)  # rounded as the JSON keeps it, before any summary
-    seconds["attention"] = time.perf_counter() - clock
-    clock = time.perf_counter()
+    lap("attention")
     inputs = (scenes.images, scenes.query_ids)
     probability, correct = class_probability(answers), accuracy(answers)
     gradient = stored(gradient_importance(model, _forward, inputs, probability, CROSS, chunk=CHUNK).per_input)
-    seconds["gradient"] = time.perf_counter() - clock
-    clock = time.perf_counter()
+    lap("gradient")
     means = unit_means(model, _forward, (scenes.images[:REFERENCE_SCENES], scenes.query_ids[:REFERENCE_SCENES]), CROSS)
     prob = ablation_sweep(model, _forward, inputs, probability, CROSS, "zero", chunk=CHUNK)
     hits = {"zero": ablation_sweep(model, _forward, inputs, correct, CROSS, "zero", chunk=CHUNK),
@@ -190,12 +185,11 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
             patterns = _patterns(model, scenes, zero_ablation(model, {names[layer]: [head]}))
             after.append(head_localisation(patterns, scenes.target_masks, model.grid)[0][:, -1].mean(-1))
     after = stored(torch.stack(after, dim=1))  # (scene, unit)
-    seconds["ablation"] = time.perf_counter() - clock
+    lap("ablation")
 
-    clock = time.perf_counter()
     scores = {"attention": mass.mean(0), "gradient": gradient.abs().mean(0), "effect": effect.abs().mean(0)}
     pruning = pruning_intervals(pruning_study(model, _forward, inputs, correct, CROSS, scores, chunk=CHUNK), size)
-    seconds["pruning"] = time.perf_counter() - clock
+    lap("pruning")
 
     base = hits["zero"].baseline  # (scene,) 0/1
     flat = {"mass": mass.flatten(1), "hit": hit.flatten(1), "effect": effect.flatten(1),
@@ -250,7 +244,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
                              "probability": bootstrap_rho(flat["mass"], -flat["effect"]),
                              "accuracy_mean_ablation": bootstrap_rho(flat["mass"], drops["mean"])},
         "pruning": pruning,
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "seconds": {k: round(v, 1) for k, v in lap.seconds.items()},
         "metadata": metadata("python -m explorer.analysis.intervention_study --models cross_modal"),
     }
     result["localise_vs_harm"] = rounded(result["localise_vs_harm"])

@@ -26,7 +26,6 @@ argmax; an exact tie, which does not occur here, would count as wrong).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from explorer.analysis.intervention import (
     unit_means, zero_ablation,
 )
 from explorer.analysis.intervention_study.common import (
-    DIGITS, LEVEL_NOTE, RANDOM_ORDERS, WEAK, WEAK_BELOW, binomial_summary, metadata, percent, pruning_intervals,
+    Laps, DIGITS, LEVEL_NOTE, RANDOM_ORDERS, WEAK, WEAK_BELOW, binomial_summary, metadata, percent, pruning_intervals,
     pruning_study, rho_text, rounded, stored, three_numbers,
 )
 from explorer.data.sequences import SequenceBatch, log_uniform_distances, long_range_batch
@@ -173,8 +172,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     if key not in KEYS:
         raise ValueError(f"key must be one of {KEYS}, got {key!r}")
     check_int("n", n, 2)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    lap = Laps()
     model, entry = load_long_range_model("attention")
     results = load_long_range()
     seed = entry["weights_seed"]
@@ -184,10 +182,9 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     names = _hook_names(model)
     n_heads = model.config.heads
     labels = [head_label(layer, head) for layer in range(len(names)) for head in range(n_heads)]
-    seconds["load"] = time.perf_counter() - clock
+    lap("load")
 
     log(f"long_range: ablating each head of {len(data)} test inputs (zero, mean)")
-    clock = time.perf_counter()
     margin = _margin(data.labels)
     sweep = ablation_sweep(model, _forward, data.inputs, margin, HOOKS, "zero", chunk=CHUNK)
     zero, unablated = sweep.per_input, sweep.baseline
@@ -198,29 +195,26 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     all_but_pair = {how: margin(run_with_edits(model, _forward, data.inputs, edits, chunk=CHUNK)).double()
                     for how, edits in (("zero", zero_ablation(model, others)),
                                        ("mean", mean_ablation(model, others, means)))}
-    seconds["ablation"] = time.perf_counter() - clock
+    lap("ablation")
 
     per_distance = min(256, max(MIN_PER_DISTANCE, math.ceil(n / len(data.distance.unique()))))
     index = subset_indices(data.distance, per_distance)
     subset = _select(data, index)
     log(f"long_range: attention, gradients and pruning on {len(index)} inputs ({per_distance} per distance)")
-    clock = time.perf_counter()
     # per-input values are rounded to what the JSON stores before anything is summarised, so that every summary is
     # reproducible from the file
     attention = stored(partner_attention(model, subset))  # (input, layer, head)
-    seconds["attention"] = time.perf_counter() - clock
-    clock = time.perf_counter()
+    lap("attention")
     gradient = stored(gradient_importance(model, _forward, subset.inputs, _margin(subset.labels), HOOKS,
                                           chunk=GRADIENT_CHUNK).per_input)
-    seconds["gradient"] = time.perf_counter() - clock
+    lap("gradient")
     effect = stored(zero[index] - unablated[index, None, None])  # (input, layer, head)
     agreement = three_numbers(effect, gradient, attention)
 
-    clock = time.perf_counter()
     scores = {"attention": attention.mean(0), "gradient": gradient.abs().mean(0), "effect": effect.abs().mean(0)}
     pruning = pruning_intervals(pruning_study(model, _forward, subset.inputs, accuracy(subset.labels), HOOKS, scores,
                                               chunk=PRUNING_CHUNK), len(subset))
-    seconds["pruning"] = time.perf_counter() - clock
+    lap("pruning")
 
     distance, truth = data.distance, data.labels
     correct = {"unablated": unablated > 0, "zero": zero > 0, "mean": mean > 0,
@@ -268,7 +262,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
                                     "abs_effect": rounded(scores["effect"])}},
         "agreement": agreement,
         "pruning": pruning,
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "seconds": {k: round(v, 1) for k, v in lap.seconds.items()},
         "metadata": metadata("python -m explorer.analysis.intervention_study --models long_range"),
     }
     result["claims"] = claims(result)

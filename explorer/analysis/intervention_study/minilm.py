@@ -48,7 +48,6 @@ forward (tests compare them). Papers: Serrano & Smith 2019, https://arxiv.org/ab
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -60,7 +59,7 @@ from explorer.analysis.agreement import paired_difference
 from explorer.analysis.intervention import ablation_sweep, pair_similarity, run_with_edits, zero_ablation
 from explorer.analysis.intervention_metrics import Metric
 from explorer.analysis.intervention_study.common import (
-    DIGITS, LEVEL_NOTE, LITTLE_LOSS, RANDOM_DRAWS, RANDOM_ORDERS, agreement_rows, check_claims, check_table,
+    Laps, DIGITS, LEVEL_NOTE, LITTLE_LOSS, RANDOM_DRAWS, RANDOM_ORDERS, agreement_rows, check_claims, check_table,
     claim_lines, counts_at, mean_text, metadata, one_unit_per_input, paired_line, pct, proportion, pruning_claims,
     pruning_study, pruning_table, rank_agreement, rounded, selections, selector_labels, single_unit_check, stored,
     three_numbers,
@@ -165,15 +164,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
 
     check_choice("key", key, KEYS)
     n = check_int("n", n, 2)
-    seconds: dict[str, float] = {}
-    tick = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal tick
-        now = time.perf_counter()
-        seconds[name] = round(now - tick, 2)
-        tick = now
-        log(f"minilm: {name} {seconds[name]} s")
+    lap = Laps(log, "minilm")
 
     pretrained = load_pretrained()
     model = pretrained.model
@@ -260,7 +251,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
         "preference_accuracy": proportion(correct),
         "per_input": {name: rounded(value) for name, value in values.items()},
         "agreement": agreement, "gradient_minus_attention": comparison, "check": check, "pruning": pruning,
-        "seconds": seconds, "metadata": metadata(f"{COMMAND} --models {key} --n {n}"),
+        "seconds": lap.seconds, "metadata": metadata(f"{COMMAND} --models {key} --n {n}"),
     }
 
 

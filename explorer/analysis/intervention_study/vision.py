@@ -27,7 +27,6 @@ mean attention (ViT), mean ``|gradient|`` and mean ``|effect|``, and in 3 random
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,6 +40,7 @@ from explorer.analysis.intervention import (
     ablation_sweep, accuracy, class_probability, flat_units, gradient_importance, unit_hooks,
 )
 from explorer.analysis.intervention_study.common import (
+    Laps,
     DIGITS, LEVEL_NOTE, RANDOM_DRAWS, RANDOM_ORDERS, agreement_rows, check_claims, check_table, claim_lines, counts_at,
     mean_text, metadata, one_unit_per_input, paired_line, pct, proportion, pruning_claims, pruning_study, pruning_table,
     rank_agreement, rounded, selections, selector_labels, single_unit_check, stored, three_numbers,
@@ -86,15 +86,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
 
     check_choice("key", key, KEYS)
     n = check_int("n", n, 2)
-    seconds: dict[str, float] = {}
-    tick = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal tick
-        now = time.perf_counter()
-        seconds[name] = round(now - tick, 2)
-        tick = now
-        log(f"{key}: {name} {seconds[name]} s")
+    lap = Laps(log, key)
 
     model, entry = load_head_to_head(key)
     model = model.to(DTYPES[key])
@@ -184,7 +176,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
         "baseline": rounded(baseline, DIGITS),
         "per_input": {name: rounded(value if key == "vit" else flat[name]) for name, value in values.items()},
         "agreement": agreement, "gradient_minus_attention": comparison, "check": check, "pruning": pruning,
-        "seconds": seconds, "metadata": metadata(f"{COMMAND} --models {key} --n {n}"),
+        "seconds": lap.seconds, "metadata": metadata(f"{COMMAND} --models {key} --n {n}"),
     }
 
 
