@@ -12,3 +12,16 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # outright: an inherited "0" would otherwise leave the kernel tests unrun
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread for the test (as the study scripts and the apps run: two spin-waiting threads on 2 shared
+    cores are slow), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
