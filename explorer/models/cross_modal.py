@@ -47,9 +47,8 @@ Weights: ``assets/cross_modal/`` (trained by ``python -m explorer.train.cross_mo
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -59,14 +58,13 @@ import explorer
 from explorer._checks import check_int, check_tensor, check_type
 from explorer.data.shapes import ANSWERS, VOCAB
 from explorer.hooks import HookPoint
+from explorer.models.shipped import CARD_FILE, WEIGHTS_FILE, load_shipped
 from explorer.layers import Conv2d, MultiheadAttention
 
 __all__ = ["CrossModalConfig", "CrossModalModel", "load_cross_modal", "default_cross_modal_dir", "ANSWER_TOKEN",
            "WEIGHTS_FILE", "CARD_FILE", "RETRAIN_COMMAND"]
 
 ANSWER_TOKEN = 0  # index of the text token whose final state is read by the answer head
-WEIGHTS_FILE = "weights.safetensors"
-CARD_FILE = "model_card.json"
 RETRAIN_COMMAND = "python -m explorer.train.cross_modal"
 _STRIDE = 4  # total stride of the conv stem = patch_size
 
@@ -211,29 +209,8 @@ def load_cross_modal(path: str | Path | None = None) -> tuple[CrossModalModel, d
         FileNotFoundError: a file is missing. ValueError: a file cannot be read or does not fit the config.
         Both name the file and the command that retrains it.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = default_cross_modal_dir() if path is None else Path(path)
-    card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
-    for file in (card_path, weights_path):
-        if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing; retrain it with `{RETRAIN_COMMAND} --out {folder}`")
-    try:
-        card = json.loads(card_path.read_text())
-        known = {f.name for f in fields(CrossModalConfig)}
-        config = CrossModalConfig(**{k: v for k, v in card["config"].items() if k in known})
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"{card_path} is not a valid model card ({error}); "
-                         f"retrain with `{RETRAIN_COMMAND} --out {folder}`") from error
-    try:
-        state = load_file(weights_path)
-        model = CrossModalModel(config)
-        model.load_state_dict(state)
-    except (SafetensorError, RuntimeError, OSError, ValueError) as error:
-        raise ValueError(f"{weights_path} could not be loaded ({type(error).__name__}: {error}); "
-                         f"retrain with `{RETRAIN_COMMAND} --out {folder}`") from error
-    return model.eval(), card
+    return load_shipped(folder, CrossModalConfig, CrossModalModel, RETRAIN_COMMAND)
 
 
 def config_dict(config: CrossModalConfig) -> dict:

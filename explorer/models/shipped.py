@@ -1,0 +1,56 @@
+"""Models trained in this repository and shipped in ``assets/<name>/``: a model card and float32 safetensors weights.
+
+One loader for all of them: the card's ``"config"`` builds the model's config dataclass (unknown keys ignored, so an
+older card still loads), the weights are loaded strictly, and every failure names the file and the command that
+retrains it. Loading never imports the training code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from torch import nn
+
+__all__ = ["load_shipped", "WEIGHTS_FILE", "CARD_FILE"]
+
+WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "model_card.json"
+M = TypeVar("M", bound=nn.Module)
+
+
+def load_shipped(folder: Path, config_class: type, build: Callable[[object], M], retrain: str) -> tuple[M, dict]:
+    """``(model in eval mode, parsed card)`` from ``folder``.
+
+    Args:
+        folder: holds ``weights.safetensors`` and ``model_card.json``.
+        config_class: the dataclass built from ``card["config"]``.
+        build: makes the model from a config.
+        retrain: the command that regenerates the folder (quoted in every error).
+
+    Raises:
+        FileNotFoundError: a file is missing. ValueError: a file cannot be read or does not fit the config.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
+    for file in (card_path, weights_path):
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing; retrain it with `{retrain} --out {folder}`")
+    try:
+        card = json.loads(card_path.read_text())
+        known = {f.name for f in fields(config_class)}
+        config = config_class(**{k: v for k, v in card["config"].items() if k in known})
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{card_path} is not a valid model card ({error}); "
+                         f"retrain with `{retrain} --out {folder}`") from error
+    try:
+        model = build(config)
+        model.load_state_dict(load_file(weights_path))
+    except (SafetensorError, RuntimeError, OSError, ValueError) as error:
+        raise ValueError(f"{weights_path} could not be loaded ({type(error).__name__}: {error}); "
+                         f"retrain with `{retrain} --out {folder}`") from error
+    return model.eval(), card
