@@ -11,7 +11,7 @@ import importlib
 from explorer.apps.dashboard import dashboard
 
 __all__ = ["AttentionMapsApp", "CostScalingApp", "CrossModalApp", "HeadToHeadApp", "InterveneApp", "LongRangeApp",
-           "ReceptiveFieldApp", "dashboard"]
+           "ReceptiveFieldApp", "SpeechApp", "dashboard"]
 
 _MODULES = {
     "AttentionMapsApp": "explorer.apps.attention_maps",
@@ -21,6 +21,7 @@ _MODULES = {
     "InterveneApp": "explorer.apps.intervene",
     "LongRangeApp": "explorer.apps.long_range",
     "ReceptiveFieldApp": "explorer.apps.receptive_field",
+    "SpeechApp": "explorer.apps.speech",
 }
 
 

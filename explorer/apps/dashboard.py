@@ -34,6 +34,7 @@ TABS = [
     ("Head to head", _lazy("explorer.apps.head_to_head", "HeadToHeadApp")),
     ("Long range", _lazy("explorer.apps.long_range", "LongRangeApp")),
     ("Intervene", _lazy("explorer.apps.intervene", "InterveneApp")),
+    ("Speech", _lazy("explorer.apps.speech", "SpeechApp")),
 ]
 LOADING = "<div class='dash-loading' style='padding:12px;color:#555'>Loading this tab …</div>"
 

@@ -39,11 +39,12 @@ MESSAGES = {
     "HeadToHeadApp": ("message", "h2h-error"),
     "LongRangeApp": ("message", "lr-error"),
     "InterveneApp": ("message", "iv-error"),
+    "SpeechApp": ("status", "sp-error"),
 }
 # What ipywidgets' own catch-alls log when an exception reaches them (``_show_traceback``, ``CallbackDispatcher``).
 CATCH_ALL = ("Exception in widget method", "Exception in callback")
 # Display-only widgets: the page never sets their value (see _comm_guard._DISPLAY_ONLY).
-DISPLAY_ONLY = (W.HTML, W.HTMLMath, W.Label, W.IntProgress, W.FloatProgress)
+DISPLAY_ONLY = (W.HTML, W.HTMLMath, W.Label, W.IntProgress, W.FloatProgress, W.Audio)
 STORM = 20  # clicks sent at once
 
 
@@ -417,5 +418,13 @@ def test_every_app_still_answers_afterwards(dash, index, no_catch_all):
         assert abs(app.similarity - want) < 1e-6 and 'data-ablated="4.2"' in app.status.value  # same inputs: float32
         update(app.cells[(4, 2)], {"value": False})
         assert app.similarity == app.experiment.clean_similarity and b.css not in b.message.value
+    elif name == "SpeechApp":
+        from explorer.apps.speech import EXAMPLES
+
+        update(app.example, {"index": 2})  # the third example sentence, chosen from the page
+        assert app.utterance.text == EXAMPLES[2].text and app.example.value == 2
+        update(app.view, {"index": 1})  # layer 1, head 1
+        assert (app.attention.figure.data[0].z == app.alignment.patterns[0, 0]).all()
+        assert b.css not in b.message.value
     else:
         raise AssertionError(f"add a legitimate change of {name} to this test")

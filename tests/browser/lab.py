@@ -245,7 +245,7 @@ def wait_rendered(nb: LabNotebook, expected: Counter, timeout: float = 60.0) -> 
 
 @contextmanager
 def app_notebook(browser, app: str, name: str, ready: str, label: str, width: int = 1280) -> Iterator[LabNotebook]:
-    """A fresh JupyterLab with one scratch notebook ``name`` whose only cell displays ``explorer.apps.<app>()``,
+    """A fresh JupyterLab with one scratch notebook ``name`` whose only cell displays ``app = explorer.apps.<app>()``,
     opened at ``width`` and run; yields once ``ready`` (a selector) is visible; the page and the server are always
     closed. Timings go to ``TIMINGS`` under ``"<label> (lab): ..."``."""
     from tests.browser.conftest import TIMINGS
@@ -253,7 +253,7 @@ def app_notebook(browser, app: str, name: str, ready: str, label: str, width: in
 
     with lab_server() as server:
         cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-                "source": [f"from explorer.apps import {app}\n", f"{app}()"]}
+                "source": [f"from explorer.apps import {app}\n", f"app = {app}()\n", "app"]}
         notebook = {"cells": [cell], "nbformat": 4, "nbformat_minor": 5,
                     "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
                                                 "name": "python3"}}}

@@ -197,4 +197,5 @@ def test_every_app_has_its_tab(dashboard_page):
 
     titles = dashboard_page.locator(".lm-TabBar-tab .lm-TabBar-tabLabel").all_inner_texts()
     assert titles == [title for title, _factory in TABS] == [
-        "Receptive fields", "Attention maps", "Cross-modal", "Cost scaling", "Head to head", "Long range", "Intervene"]
+        "Receptive fields", "Attention maps", "Cross-modal", "Cost scaling", "Head to head", "Long range", "Intervene",
+        "Speech"]
