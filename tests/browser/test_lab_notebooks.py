@@ -36,15 +36,17 @@ from tests.browser.test_cross_modal_tab import _wait_overlay, _wait_seed
 from tests.browser.test_dashboard import _rf_size, add_layers_and_wait
 from tests.browser.test_intervene_tab import _wait as _wait_intervene
 from tests.browser.test_long_range_tab import _wait_library as _wait_long_range
+from tests.browser.test_speech_tab import MS as _SPEECH_MS, NEW_TEXT as _SPEECH_TEXT, _resynthesised
+from tests.browser.test_speech_tab import _speak, _wait as _wait_speech
 
 pytestmark = pytest.mark.browser
 
 NOTEBOOKS = ["01_receptive_fields.ipynb", "02_attention_maps.ipynb", "03_cross_modal_attention.ipynb",
              "04_cost_scaling.ipynb", "05_head_to_head.ipynb", "06_long_range.ipynb",
-             "07_attention_as_convolution.ipynb", "08_interventions.ipynb", "dashboard.ipynb"]
+             "07_attention_as_convolution.ipynb", "08_interventions.ipynb", "09_speech.ipynb", "dashboard.ipynb"]
 WIDTHS = (1280, 1920)
 ARTIFACTS = ROOT / "tests" / "browser" / "_artifacts" / "lab"
-APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .h2h-app, .lr-app, .iv-app, .explorer-dashboard"
+APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .h2h-app, .lr-app, .iv-app, .sp-app, .explorer-dashboard"
 
 # Where each kind of ipywidgets view shows in the page (the class its view puts on its element).
 VIEW_SELECTORS = {
@@ -56,6 +58,7 @@ VIEW_SELECTORS = {
     "IntSlider": ".widget-hslider", "IntRangeSlider": ".widget-hslider", "SelectMultiple": ".widget-select-multiple",
     "IntProgress": ".widget-hprogress", "WidthWatcher": ".explorer-width-watcher",
     "ToggleButton": ".widget-toggle-button:not(.widget-toggle-buttons *)", "GridBox": ".widget-gridbox",
+    "Audio": "audio",
 }
 @pytest.fixture(scope="session")
 def lab(browser):
@@ -140,6 +143,7 @@ def test_app_interaction_draws_library_numbers(notebook):
                 "03_cross_modal_attention.ipynb": _cross_modal, "04_cost_scaling.ipynb": _cost,
                 "05_head_to_head.ipynb": _head_to_head, "06_long_range.ipynb": _long_range,
                 "07_attention_as_convolution.ipynb": _shift_heads, "08_interventions.ipynb": _intervene,
+                "09_speech.ipynb": _speech,
                 "dashboard.ipynb": _receptive_field}[nb.name]
     start = time.perf_counter()
     interact(nb.page)
@@ -260,6 +264,13 @@ def _shift_heads(page) -> None:
         want = pattern[h, 4 * 12 + 5].reshape(12, 14)  # query pixel (4, 5) over the zero-padded 12 x 14 grid
         torch.testing.assert_close(torch.tensor(z, dtype=torch.float64), want, atol=1e-6, rtol=0)  # through JSON
         assert float(want.max()) > 1 - 1e-12 and int((want > 1e-12).sum()) == 1  # a one-hot shift
+
+
+def _speech(page) -> None:
+    """Lesson 09's app: a typed sentence is spoken, and the page draws the library's spans and path for it."""
+    _speak(page, _SPEECH_TEXT)
+    _wait_speech(page, _SPEECH_TEXT, lambda seen: (*_resynthesised(seen["text"], seen["voice"], seen["rate"]),
+                                                   _SPEECH_MS))
 
 
 def _intervene(page) -> None:
