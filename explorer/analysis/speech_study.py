@@ -28,7 +28,8 @@ one in ``assets/speech`` by default):
    letters (:func:`~explorer.analysis.alignment.uniform_split`; it is given the true first start and last end, a
    generous baseline). Also the *inner* MAE (first start and last end left out, the two boundaries the baseline is
    given) and the paired per-utterance differences chosen - uniform and chosen - whisper_width7. Targets: chosen MAE
-   < 40 ms and at most half the uniform split's MAE ("held" / "not held" on the means).
+   < 40 ms and at most half the uniform split's MAE ("held" / "not held" on the means; "held on the mean only" when
+   the MAE's 95 % interval reaches past 40 ms).
 3. **Context.** The conv front end's receptive field (:func:`~explorer.analysis.receptive_field.receptive_field`) in
    mel frames and ms, and each encoder self-attention head's mean attention distance in ms
    (:func:`~explorer.analysis.attention.mean_attention_distance`, averaged over the test clips): how far the two
@@ -322,6 +323,9 @@ def run(out: Path | None = None, model_dir: Path | None = None, n_val: int = N_V
     }
     for t in targets.values():
         t["verdict"] = "held" if t["held"] else "not held"
+    mae_target = targets["mae_below_40ms"]
+    if mae_target["held"] and not mae_target["upper_bound_below"]:  # the mean is below, the interval is not
+        mae_target["verdict"] = f"held on the mean only (95 % interval up to {mae_target['ci95'][1]:.1f} ms)"
     target_list = [{"id": key, "claim": t["target"], "verdict": t["verdict"], "held": t["held"],
                     "value": t.get("value_ms", t.get("ratio"))} for key, t in targets.items()]
 
