@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import warnings
@@ -84,10 +83,11 @@ from explorer.analysis.alignment import (
     head_table, summarise, uniform_split, utterance_scores,
 )
 from explorer.analysis.attention import mean_attention_distance
-from explorer.analysis.intervention_study.common import metadata, read_json, write_json
+from explorer.analysis.intervention_study.common import mean_text, metadata, read_json, rounded, write_json
 from explorer.analysis.receptive_field import receptive_field
 from explorer.data.speech import HOP_SECONDS, N_FFT, SAMPLE_RATE, espeak_version, log_mel, make_utterances, voices
 from explorer.hooks import record
+from explorer.models.shipped import CARD_REPORT_FILE, write_card
 from explorer.models.speech import CARD_FILE, FRAME_SECONDS, default_speech_dir, load_speech
 from explorer.models.speech_card import SPACE_TEXT, head_label, heads_label, render_model_card
 
@@ -100,7 +100,6 @@ __all__ = [
 
 ALIGNMENT_FILE = "alignment.json"
 REPORT_FILE = "ALIGNMENT.md"
-CARD_REPORT_FILE = "MODEL_CARD.md"
 COMMAND = "python -m explorer.analysis.speech_study"
 SEEDS = {"validation": 2, "test": 3}
 N_VAL, N_TEST = 60, 120
@@ -122,17 +121,7 @@ def _r(value: float, digits: int = DIGITS) -> float:
 
 
 def _rounded(value: Any) -> Any:
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else _r(value)
-    if isinstance(value, np.ndarray):
-        return _rounded(value.tolist())
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_rounded(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    return rounded(value, DIGITS)
 
 
 def _summary(values: Sequence[float]) -> dict[str, Any]:
@@ -456,16 +445,14 @@ def _update_card(source: Path, out: Path, result: dict[str, Any]) -> None:
     card = json.loads(source.read_text())
     card["alignment"] = headline(result)
     card.pop("alignment_summary", None)
-    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    (out / CARD_REPORT_FILE).write_text(render_model_card(card))
+    write_card(out, card, render_model_card(card))
 
 
 # --- report -----------------------------------------------------------------------------------------------------
 
 
 def _ms(s: dict[str, Any]) -> str:
-    low, high = s["ci95"]
-    return f"{s['mean']:.1f} [{low:.1f}, {high:.1f}]"
+    return mean_text(s, 1)
 
 
 def _pct(s: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Models trained in this repository and shipped in ``assets/<name>/``: a model card and float32 safetensors weights.
 
-One loader for all of them: the card's ``"config"`` builds the model's config dataclass (unknown keys ignored, so an
+One loader for all of them (and the two writers the training scripts and studies share): the card's ``"config"`` builds the model's config dataclass (unknown keys ignored, so an
 older card still loads), the weights are loaded strictly, and every failure names the file and the command that
 retrains it. Loading never imports the training code.
 """
@@ -14,10 +14,11 @@ from typing import Callable, TypeVar
 
 from torch import nn
 
-__all__ = ["load_shipped", "WEIGHTS_FILE", "CARD_FILE"]
+__all__ = ["load_shipped", "save_weights", "write_card", "WEIGHTS_FILE", "CARD_FILE", "CARD_REPORT_FILE"]
 
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.json"
+CARD_REPORT_FILE = "MODEL_CARD.md"
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -54,3 +55,21 @@ def load_shipped(folder: Path, config_class: type, build: Callable[[object], M],
         raise ValueError(f"{weights_path} could not be loaded ({type(error).__name__}: {error}); "
                          f"retrain with `{retrain} --out {folder}`") from error
     return model.eval(), card
+
+
+def save_weights(folder: Path, model: nn.Module) -> Path:
+    """Write ``model``'s state as float32 ``weights.safetensors`` in ``folder`` (created if needed)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, folder / WEIGHTS_FILE)
+    return folder / WEIGHTS_FILE
+
+
+def write_card(folder: Path, card: dict, markdown: str) -> None:
+    """Write ``model_card.json`` (``card``) and ``MODEL_CARD.md`` (``markdown``, rendered from it) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    (folder / CARD_REPORT_FILE).write_text(markdown)

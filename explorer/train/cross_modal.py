@@ -9,7 +9,6 @@ fly, batch ``step`` from seed ``seed * 10**7 + step``, and the evaluation uses f
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from tqdm import tqdm
 from explorer.analysis.localisation import attention_localisation, integrated_gradients, pixel_localisation
 from explorer.data.shapes import GENERATOR_VERSION, sample_batch
 from explorer.hooks import record
+from explorer.models.shipped import save_weights, write_card
 from explorer.models.cross_modal import (
-    ANSWER_TOKEN, CARD_FILE, WEIGHTS_FILE, CrossModalConfig, CrossModalModel, config_dict, default_cross_modal_dir,
+    ANSWER_TOKEN, CrossModalConfig, CrossModalModel, config_dict, default_cross_modal_dir,
 )
 
 __all__ = ["train", "evaluate", "main", "HELDOUT_SEED", "HELDOUT_SCENES"]
@@ -114,13 +114,14 @@ def localisation_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_markdown(path: Path, card: dict) -> None:
+def _markdown(card: dict) -> str:
+    """MODEL_CARD.md rendered from ``card``."""
     loc_text = "".join(
         f"\n  - `{name}`: attention mass on the queried object {loc['mass']:.3f} (chance {loc['chance_mass']:.3f});"
         f" pointing game {loc['pointing']:.3f} (chance {loc['chance_pointing']:.3f})"
         for name, loc in card["localisation_by_layer"].items())
     cfg = card["config"]
-    path.write_text(f"""# Cross-modal shapes model
+    return f"""# Cross-modal shapes model
 
 A small vision-language model (`explorer.models.CrossModalModel`) that answers questions such as
 "what colour is the triangle" or "what shape is the red object" about generated shapes-world scenes
@@ -146,7 +147,7 @@ question templates. The model has never seen other images, words, overlaps beyon
 two objects share a colour or shape. Attention is not the whole story: a layer's attention can be diffuse while the
 answers stay right, because the answer token may already carry what it needs from an earlier layer, and the values
 and MLPs also shape the answer.
-""")
+"""
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -158,8 +159,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1")
-
-    from safetensors.torch import save_file
 
     threads = 2
     torch.set_num_threads(threads)
@@ -173,8 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"trained in {seconds:.0f} s")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, args.out / WEIGHTS_FILE)
+    save_weights(args.out, model)
     card = {
         "generator_version": GENERATOR_VERSION,
         "seed": args.seed,
@@ -195,8 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_version": torch.__version__,
         "config": config_dict(config),
     }
-    (args.out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    _write_markdown(args.out / "MODEL_CARD.md", card)
+    write_card(args.out, card, _markdown(card))
     return card
 
 

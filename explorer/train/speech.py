@@ -18,7 +18,6 @@ alignment study (``python -m explorer.analysis.speech_study``) adds the word-tim
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -30,9 +29,10 @@ from tqdm import tqdm
 from explorer.analysis.speech_metrics import word_error_rate
 from explorer.data import speech as S
 from explorer.models.speech import (
-    CARD_FILE, EOT, PAD, WEIGHTS_FILE, SpeechConfig, TinyWhisper, batch_mel, batch_tokens, config_dict,
+    EOT, PAD, SpeechConfig, TinyWhisper, batch_mel, batch_tokens, config_dict,
     default_speech_dir,
 )
+from explorer.models.shipped import save_weights, write_card
 from explorer.models.speech_card import render_model_card
 
 __all__ = ["train", "evaluate_wer", "write_mel_filters", "main", "BATCH", "TEST_SEED"]
@@ -118,11 +118,6 @@ def evaluate_wer(model: TinyWhisper, utterances: list[S.Utterance], chunk: int =
             "hypotheses": hyps}
 
 
-def _write_markdown(path: Path, card: dict) -> None:
-    """Write MODEL_CARD.md (:func:`explorer.models.speech_card.render_model_card` of ``card``)."""
-    path.write_text(render_model_card(card))
-
-
 def _test_results(model: TinyWhisper, n: int = TEST_UTTERANCES) -> dict:
     test = evaluate_wer(model, S.make_utterances(n, "test", TEST_SEED))
     test["utterances"] = n
@@ -136,8 +131,7 @@ def _reevaluate(folder: Path) -> dict:
     model, card = load_speech(folder)
     card["test"] = _test_results(model)
     print(f"held-out WER {card['test']['wer']:.3f}, CER {card['test']['cer']:.3f}")
-    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    _write_markdown(folder / "MODEL_CARD.md", card)
+    write_card(folder, card, render_model_card(card))
     return card
 
 
@@ -164,8 +158,6 @@ def main(argv: list[str] | None = None) -> dict:
     if min(args.steps, args.utterances, args.test_utterances) < 1:
         parser.error("--steps, --utterances and --test-utterances must be >= 1")
 
-    from safetensors.torch import save_file
-
     # one thread: with two, OpenMP's spin-waiting slows a run several-fold whenever anything else wants a core
     threads = 1
     torch.set_num_threads(threads)
@@ -182,8 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"held-out WER {test['wer']:.3f}, CER {test['cer']:.3f}; trained in {seconds:.0f} s")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, args.out / WEIGHTS_FILE)
+    save_weights(args.out, model)
     card = {
         "espeak_version": S.espeak_version(),
         "words": len(S.WORDS),
@@ -210,8 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_version": torch.__version__,
         "config": config_dict(config),
     }
-    (args.out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    _write_markdown(args.out / "MODEL_CARD.md", card)
+    write_card(args.out, card, render_model_card(card))
     return card
 
 

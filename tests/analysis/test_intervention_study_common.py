@@ -117,3 +117,12 @@ def test_laps_times_each_stage_from_the_previous_call(monkeypatch):
         laps(name)
     assert laps.seconds == {"load": 2.5, "attention": 0.0, "pruning": 7.5}  # differences, rounded to 2 decimals
     assert said == ["vit: load 2.5 s", "vit: attention 0.0 s", "vit: pruning 7.5 s"]
+
+
+def test_rounded_takes_numpy_scalars_and_keeps_integers():
+    from explorer.analysis.intervention_study.common import rounded
+
+    assert rounded(np.float32(0.1), 3) == 0.1 and isinstance(rounded(np.float32(0.1), 3), float)
+    assert rounded(np.int64(7), 3) == 7 and isinstance(rounded(np.int64(7), 3), int)
+    assert rounded({"a": [np.float64(2 / 3), (1, np.nan)]}, 4) == {"a": [0.6667, [1, None]]}
+    assert rounded(np.array([1, 2]), 3) == [1, 2] and rounded(np.array(1.23456), 3) == 1.23

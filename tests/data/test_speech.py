@@ -159,8 +159,7 @@ def test_missing_espeak_says_how_to_install(monkeypatch, tmp_path):
         S.synthesize("apple")
 
 
-def test_worker_without_the_wheel_falls_back_or_says_so():
-    # the worker itself: with espeakng_loader importable it loads the wheel's library
+def test_worker_loads_the_wheels_library_and_data():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("worker", S._WORKER)

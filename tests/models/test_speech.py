@@ -3,11 +3,9 @@ the front-end's receptive field against the closed form, the shipped weights aga
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
@@ -149,5 +147,3 @@ def test_shipped_weights_transcribe_fresh_held_out_speech():
     # and the card's WER is the WER of its own hypotheses (recomputed over its whole test set)
     refs = [u.text for u in S.make_utterances(test["utterances"], "test", card["test_seed"])][: len(test["hypotheses"])]
     assert word_error_rate(refs, test["hypotheses"]) == pytest.approx(test["wer"], abs=1e-12)
-    assert json.loads(json.dumps(card))["config"]["embed"] == model.config.embed
-    assert np.isfinite(test["cer"])

@@ -136,11 +136,16 @@ def test_shipped_markdown_is_the_rendered_card():
     assert (FOLDER / "MODEL_CARD.md").read_text() == render_model_card(card)
 
 
-def test_trainer_renders_through_the_same_function(tmp_path):
-    train = pytest.importorskip("explorer.train.speech")
+def test_trainer_renders_through_the_same_function(tmp_path, monkeypatch):
+    """``--evaluate-only`` rewrites the card and its Markdown through render_model_card (model and data stubbed)."""
+    from explorer.train import speech as train
+
     card = {**_card(), "alignment": _alignment()}
-    train._write_markdown(tmp_path / "MODEL_CARD.md", card)
+    monkeypatch.setattr("explorer.models.speech.load_speech", lambda folder: (None, dict(card)))
+    monkeypatch.setattr(train, "_test_results", lambda model: card["test"])
+    train._reevaluate(tmp_path)
     assert (tmp_path / "MODEL_CARD.md").read_text() == render_model_card(card)
+    assert json.loads((tmp_path / "model_card.json").read_text()) == card
 
 
 @pytest.mark.parametrize("alignment", [

@@ -87,11 +87,14 @@ def metadata(command: str) -> dict[str, Any]:
 
 
 def rounded(value: Any, digits: int = 9) -> Any:
-    """Tensors, arrays and floats as JSON-ready nested lists of floats with ``digits`` significant digits."""
+    """Tensors, arrays and floats as JSON-ready nested lists of floats with ``digits`` significant digits (numpy
+    scalars too; integers stay integers)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().double().numpy()
     if isinstance(value, np.ndarray):
-        return [rounded(v, digits) for v in value] if value.ndim else rounded(float(value), digits)
+        return [rounded(v, digits) for v in value] if value.ndim else rounded(value.item(), digits)
+    if isinstance(value, np.generic):
+        return rounded(value.item(), digits)
     if isinstance(value, float):
         return None if math.isnan(value) else float(f"{value:.{digits}g}")
     if isinstance(value, Mapping):
