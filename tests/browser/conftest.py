@@ -8,8 +8,11 @@ import time
 import pytest
 
 from tests.browser.dashboard_server import ROOT, chromium, voila_server
+from tests.browser.hub_env import class_environment, needs_root
 
 TIMINGS: dict[str, float] = {}
+# what hostile students tried on the hub and what happened (tests/browser/test_hub_hostile.py), printed at the end
+HUB_ATTEMPTS: list[dict] = []
 
 # anywidget rejects a promise when a model takes over 2 s to initialise, but the widget still initialises and
 # renders afterwards (each tab's test checks its figures' data). plotly's FigureWidget, which imported its own 5 MB
@@ -26,6 +29,17 @@ def browser():
     """One Chromium for the session (Playwright's sync API allows one running instance per thread)."""
     with chromium() as instance:
         yield instance
+
+
+@pytest.fixture(scope="session")
+def class_env():
+    """The students' environment and a Unix name prefix for hubs with one account per student (tests/browser/hub_env.py)."""
+    reason = needs_root()
+    if reason:
+        pytest.skip(reason)
+    with class_environment() as env:
+        TIMINGS["hub: students' environment installed (s)"] = env.install_s
+        yield env
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +78,11 @@ def pytest_terminal_summary(terminalreporter):
         out = ROOT / "tests" / "browser" / "_artifacts"
         out.mkdir(exist_ok=True)
         (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2))
+    if HUB_ATTEMPTS:
+        terminalreporter.write_sep("-", "hostile students on the hub: attempts")
+        for a in HUB_ATTEMPTS:
+            terminalreporter.write_line(f"[{'refused' if a['refused'] else 'NOT REFUSED'}] {a['attempt']} "
+                                        f"({a['how']}): {a['outcome']}" + (f" -- {a['note']}" if a["note"] else ""))
 
 
 def open_tab(page, title: str, ready: str, timeout: float = 60_000):

@@ -6,15 +6,20 @@ a student's token with; JupyterLab's app object exposed to the page, to run code
 environment, with the real configurable-http-proxy that ``make hub-proxy`` installs into ``.venv/node``,
 on free ports of 127.0.0.1, in a fresh temporary state directory, with the ``dummy`` (shared password) login.
 
-``test_class_hub``: three students log in, each gets their own server (own process, own port, own home with own
-copies of nbgrader's student copy of lesson 01 and of the dashboard); ada opens the dashboard in Chromium through the proxy (websockets through CHP; the plot
-renders), grace opens lesson 01 in JupyterLab in Chromium and her kernel runs under the enforced memory limit
-(an allocation past it is a ``MemoryError``, the kernel survives), alan renders the dashboard over plain HTTP.
+``test_class_hub`` (one Unix user per student, the default; tests/browser/hub_env.py builds the students'
+environment and removes the accounts afterwards): three students log in, each gets their own server (own process
+running as their own account from the students' environment, own port, own 0700 home with own copies of nbgrader's
+student copy of lesson 01 and of the dashboard, kernels on Unix sockets in their own runtime folder); ada opens the dashboard in Chromium through the proxy (websockets through CHP; the plot
+renders), grace opens lesson 01 in JupyterLab in Chromium and her kernel runs under the enforced memory limits
+(her own memory cgroup where the machine has one, and per process: an allocation past it is a ``MemoryError``, the
+kernel survives), alan renders the dashboard over plain HTTP.
 A student cannot reach another's server, with his cookies or his own API token; a server stopped through the API is
 gone (process, kernels, route) while the others keep running; the idle culler runs as a hub service.
-``test_idle_culler_stops_idle_server``: a second hub with an 8-second cull timeout culls a server nobody uses.
+``test_idle_culler_stops_idle_server``: a second hub (``EXPLORER_HUB_ISOLATION=none``, one OS account for all) with
+an 8-second cull timeout culls a server nobody uses.
 ``test_hub_refuses_unsafe_or_broken_settings``: the shared-password login off loopback, a missing proxy, a short
-password stop the hub before it serves anything, with a message saying what to fix.
+password, a missing or unsafe students' environment, a bad Unix name prefix stop the hub before it serves anything,
+with a message saying what to fix. Hostile students: ``test_hub_hostile.py``.
 
 The first two end by stopping the hub and asserting that no process it started (proxy, culler, servers, kernels) is left,
 found by pid and start time; on any failure the same teardown kills what is left, the process groups last.
@@ -25,10 +30,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -44,6 +51,7 @@ import psutil
 import pytest
 
 from explorer.classroom import release
+from explorer.deploy.cgroups import memory_cgroups
 from tests.browser.conftest import KNOWN_OFFLINE, SLOW_INIT, TIMINGS
 from tests.browser.dashboard_server import NOTEBOOKS, ROOT, free_port, wait_until_up
 from tests.browser.lab import _READY, LabNotebook
@@ -54,6 +62,7 @@ HUB_CONFIG = ROOT / "explorer" / "deploy" / "jupyterhub_config.py"
 CHP = ROOT / ".venv" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
 JUPYTERHUB = Path(sys.executable).with_name("jupyterhub")
 PASSWORD = "class-" + secrets.token_hex(8)
+ADMIN_PASSWORD = "teachers-" + secrets.token_hex(16)  # teachers (hub admins) log in with their own, 32+ characters
 FIRST_LESSON = "01_receptive_fields.ipynb"
 PLOT = ".rf-figure.js-plotly-plot .main-svg"
 CLASS_DASHBOARD_LINK = "/hub/user-redirect/voila/render/dashboard.ipynb"  # the link a teacher hands out
@@ -70,7 +79,7 @@ load_subconfig({config!r})
 c.JupyterHub.services.append({{"name": "hub-test", "api_token": os.environ["HUB_TEST_TOKEN"]}})
 c.JupyterHub.load_roles.append({{
     "name": "hub-test",
-    "scopes": ["list:users", "read:users", "read:servers", "admin:server_state", "servers", "list:services",
+    "scopes": ["list:users", "read:users", "admin:users", "read:servers", "admin:server_state", "servers", "list:services",
                "read:services", "proxy", "tokens"],
     "services": ["hub-test"],
 }})
@@ -92,6 +101,13 @@ class Hub:
     leftovers: list[str] = field(default_factory=list)   # processes still alive after shutdown (then killed)
     startup_s: float = float("nan")
     shutdown_s: float = float("nan")
+    homes: Path | None = None   # users mode: the homes folder (<homes>/<prefix><name>)
+    student_env: Path | None = None  # users mode: the students' environment
+    prefix: str = ""            # users mode: the Unix name prefix
+
+    def home(self, user: str) -> Path:
+        """The user's home: ``<homes>/<prefix><user>`` with one account per student, else ``<state>/homes/<user>``."""
+        return self.homes / f"{self.prefix}{user}" if self.homes else self.state / "homes" / user
 
     def api(self, path: str, method: str = "GET", body: dict | None = None) -> tuple[int, object]:
         """Call the hub's REST API as the test service; (status, parsed JSON or None)."""
@@ -185,30 +201,53 @@ def _shut_down(hub: Hub, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def running_hub(log_name: str, users: tuple[str, ...], timeout: float = 90, **env: str) -> Iterator[Hub]:
+def running_hub(log_name: str, users: tuple[str, ...], timeout: float = 90, class_env=None, **env: str
+                ) -> Iterator[Hub]:
     """Start the hub for ``users`` on free loopback ports in a fresh state directory; always stop it (see
-    :func:`_shut_down`), keep its log as ``_artifacts/hub-<log_name>.log`` and remove the directory. ``env``: extra
-    ``EXPLORER_HUB_*`` settings."""
+    :func:`_shut_down`), keep its log as ``_artifacts/hub-<log_name>.log`` and remove the directory. With
+    ``class_env`` (tests/browser/hub_env.py) each student is their own Unix user; without, the hub runs with
+    ``EXPLORER_HUB_ISOLATION=none``. ``env``: extra ``EXPLORER_HUB_*`` settings."""
     if not CHP.exists():
         pytest.fail(f"configurable-http-proxy is missing at {CHP}: run 'make hub-proxy' (or 'make setup')")
     scratch = Path(tempfile.mkdtemp(prefix="explorer-hub-"))
     config = scratch / "test_config.py"
     config.write_text(TEST_CONFIG.format(config=str(HUB_CONFIG)))
     port, api_port, internal_port = _distinct_free_ports(3)
-    token = secrets.token_hex(32)
-    log = scratch / "hub.log"
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "HUB_TEST_TOKEN": token,
+    env = {key: value.format(port=port) for key, value in env.items()}  # e.g. a subdomain host naming the port
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "HUB_TEST_TOKEN": secrets.token_hex(32),
                    "EXPLORER_HUB_AUTH": "dummy", "EXPLORER_HUB_USERS": " ".join(users),
-                   "EXPLORER_HUB_PASSWORD": PASSWORD, "EXPLORER_HUB_IP": "127.0.0.1",
-                   "EXPLORER_HUB_PORT": str(port), "EXPLORER_HUB_PROXY_API_PORT": str(api_port),
+                   "EXPLORER_HUB_PASSWORD": PASSWORD, "EXPLORER_HUB_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                   "EXPLORER_HUB_IP": "127.0.0.1", "EXPLORER_HUB_PORT": str(port), "EXPLORER_HUB_PROXY_API_PORT": str(api_port),
                    "EXPLORER_HUB_INTERNAL_PORT": str(internal_port), "EXPLORER_HUB_STATE_DIR": str(scratch / "state"),
+                   **(class_env.hub_settings(log_name) if class_env else {"EXPLORER_HUB_ISOLATION": "none"}),
                    **env}
+    try:
+        with served_hub(config, environment, log_name, timeout,
+                        homes=Path(environment["EXPLORER_HUB_HOMES"]) if class_env else None,
+                        prefix=class_env.prefix if class_env else "",
+                        student_env=class_env.env if class_env else None) as hub:
+            yield hub
+    finally:
+        if class_env:
+            class_env.remove_cgroups(log_name)
+
+
+@contextlib.contextmanager
+def served_hub(config: Path, environment: dict[str, str], log_name: str, timeout: float = 90, **fields
+               ) -> Iterator[Hub]:
+    """Run ``jupyterhub -f config`` (in ``config``'s folder, a scratch folder of its own) with ``environment``, which
+    names the ports, the state folder and ``HUB_TEST_TOKEN``; yield the :class:`Hub` once its API answers the
+    test's token. Always: stop it (:func:`_shut_down`), keep its log as ``_artifacts/hub-<log_name>.log`` and remove
+    the scratch folder. ``fields``: more :class:`Hub` fields."""
+    scratch = config.parent
+    log = scratch / "hub.log"
     start = time.perf_counter()
     with open(log, "w") as out:
         # its own session: the last-resort kill of its process group cannot reach pytest
         proc = subprocess.Popen([str(JUPYTERHUB), "-f", str(config)], cwd=scratch, stdout=out,
                                 stderr=subprocess.STDOUT, env=environment, start_new_session=True)
-    hub = Hub(url=f"http://127.0.0.1:{port}/", token=token, proc=proc, state=scratch / "state", log=log)
+    hub = Hub(url=f"http://127.0.0.1:{environment['EXPLORER_HUB_PORT']}/", token=environment["HUB_TEST_TOKEN"],
+              proc=proc, state=Path(environment["EXPLORER_HUB_STATE_DIR"]), log=log, **fields)
     try:
         def answers() -> None:
             """Up = the proxy routes to the hub and the hub answers the test's token (OSError until then)."""
@@ -243,7 +282,7 @@ def _collect_errors(page) -> list[str]:
     return errors
 
 
-def login_in_browser(browser, hub: Hub, user: str, next_path: str | None = None):
+def login_in_browser(browser, hub: Hub, user: str, next_path: str | None = None, password: str = PASSWORD):
     """Log ``user`` in through the hub's real login form (XSRF token and all) in a fresh browser context, asking
     for ``next_path`` (None: the hub's home, which spawns their server and opens its default URL). Returns
     (context, page, errors)."""
@@ -252,12 +291,12 @@ def login_in_browser(browser, hub: Hub, user: str, next_path: str | None = None)
     errors = _collect_errors(page)
     page.goto(f"{hub.url}hub/login" + (f"?next={urllib.parse.quote(next_path)}" if next_path else ""))
     page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password]", password)
     page.click("input[type=submit], button[type=submit]")
     return context, page, errors
 
 
-def login_over_http(browser, hub: Hub, user: str):
+def login_over_http(browser, hub: Hub, user: str, password: str = PASSWORD):
     """Log ``user`` in with plain HTTP (a browser context used only for its cookie jar, no page): GET the form,
     POST it with its ``_xsrf`` field. Returns the context; its ``request`` carries the login cookie."""
     context = browser.new_context()
@@ -265,7 +304,7 @@ def login_over_http(browser, hub: Hub, user: str):
     assert form.status == 200, form.status
     xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', form.text())
     assert xsrf, "no _xsrf field in the hub's login form"
-    answer = context.request.post(f"{hub.url}hub/login", form={"username": user, "password": PASSWORD,
+    answer = context.request.post(f"{hub.url}hub/login", form={"username": user, "password": password,
                                                                "_xsrf": xsrf.group(1)}, max_redirects=0)
     assert answer.status == 302, (answer.status, answer.text()[:500])
     # the hub's landing page spawns the server (no options form), then waits for it
@@ -283,12 +322,23 @@ def check_own_server(hub: Hub, request, user: str, lessons: Path) -> dict:
     assert "jupyterhub-singleuser" in " ".join(proc.cmdline()), proc.cmdline()
     ports = {conn.laddr.port for conn in proc.net_connections(kind="tcp") if conn.status == psutil.CONN_LISTEN}
     assert ports, f"{user}'s server (pid {pid}) listens on no TCP port"
-    home = hub.state / "homes" / user
+    home = hub.home(user)
     assert proc.cwd() == str(home)
+    if hub.homes:
+        # one Unix account per student: the server runs as it, from the students' environment, in a 0700 home
+        account = pwd.getpwnam(f"{hub.prefix}{user}")
+        assert proc.uids().real == proc.uids().effective == account.pw_uid != 0, (proc.uids(), account)
+        assert account.pw_gecos == f"explorer-hub {user}" and account.pw_dir == str(home)
+        info = home.stat()
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (account.pw_uid, 0o700), (info.st_uid, oct(info.st_mode))
+        assert all(p.stat().st_uid == account.pw_uid for p in home.iterdir()), "files in the home not the student's"
+        assert Path(proc.cmdline()[1]).parent == hub.student_env / "env" / "bin", proc.cmdline()
     # own copies of the released lesson and the dashboard, no voila.json (the hub's Voilà settings are the server's)
     assert sorted(p.name for p in home.glob("*.ipynb")) == sorted([FIRST_LESSON, "dashboard.ipynb"])
     assert not (home / "voila.json").exists()
     (home / "whoami.txt").write_text(user)
+    if hub.homes:
+        os.chown(home / "whoami.txt", account.pw_uid, account.pw_gid)
     mine = request.get(f"{hub.url}user/{user}/api/contents/whoami.txt")
     assert mine.status == 200 and mine.json()["content"] == user, (mine.status, mine.text()[:300])
     lesson = request.get(f"{hub.url}user/{user}/api/contents/{FIRST_LESSON}")
@@ -307,12 +357,12 @@ def dashboard_extensions(html: str) -> list[str]:
     return [ext["name"] for ext in json.loads(match.group(1))["federated_extensions"]]
 
 
-def test_class_hub(browser, tmp_path):
+def test_class_hub(browser, tmp_path, class_env):
     users = ("ada", "grace", "alan")
     # students get nbgrader's student copy of lesson 01 (make student's code path), not the solutions
     lessons = tmp_path / "course" / "release"
     release(tmp_path / "course", [NOTEBOOKS / FIRST_LESSON])
-    with running_hub("class", users, EXPLORER_HUB_LESSONS=str(lessons)) as hub:
+    with running_hub("class", users, class_env=class_env, EXPLORER_HUB_LESSONS=str(lessons)) as hub:
         TIMINGS["hub: start to API answering (s)"] = hub.startup_s
         servers: dict[str, dict] = {}
 
@@ -354,6 +404,27 @@ def test_class_hub(browser, tmp_path):
                          "except MemoryError:\n    print('MemoryError')")
         assert over.strip() == "MemoryError", over
         assert nb.kernel("print(6 * 7)").strip() == "42"  # the kernel survived its failed allocation
+        # ... and in grace's own memory cgroup (all her processes together) where the machine has one, with her
+        # kernels on Unix sockets in her home, not on TCP ports
+        kernels = psutil.Process(hub.server("grace")["state"]["pid"]).children(recursive=True)
+        assert kernels, "grace's kernel is not a child of her server"
+        groups = memory_cgroups(class_env.cgroup("class"))
+        if groups is not None:
+            folder = groups.base / f"{class_env.prefix}grace"
+            assert groups.limit(folder) == 2 * 1024**3, groups.limit(folder)
+            members = {int(pid) for pid in (folder / "cgroup.procs").read_text().split()}
+            assert {k.pid for k in kernels} <= members, (members, kernels)
+        TIMINGS["hub: memory limit per student is a cgroup (1 yes, 0 RLIMIT_DATA only)"] = float(groups is not None)
+        for kernel in kernels:
+            # ipykernel binds one loopback TCP socket whatever the transport: the pipe through which forked child
+            # processes send output (a PULL socket: it only receives, and drops messages without the kernel's random
+            # key). Every channel of the connection file is a Unix socket.
+            listening = [c for c in kernel.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+            assert len(listening) <= 1, (kernel.cmdline(), listening)
+        connection = next(a for a in kernels[0].cmdline() if a.endswith(".json"))
+        assert json.loads(Path(connection).read_text())["transport"] == "ipc"
+        runtime = Path(connection).parent  # the student's own runtime folder: 0700, theirs
+        assert (runtime.stat().st_uid, runtime.stat().st_mode & 0o777) == (kernels[0].uids().real, 0o700)
         assert grace_errors == []
         servers["grace"] = check_own_server(hub, grace.request, "grace", lessons)
 
@@ -475,12 +546,23 @@ def test_idle_culler_stops_idle_server():
     ({"EXPLORER_HUB_PROXY": "/nonexistent/configurable-http-proxy"}, [], "run 'make hub-proxy'"),
     ({"EXPLORER_HUB_PASSWORD": "short"}, [], "needs EXPLORER_HUB_PASSWORD, 8 characters or more"),
     ({"EXPLORER_HUB_LESSONS": "/nonexistent/release"}, [], "is not a folder (make one with: make student)"),
-], ids=["dummy-on-all-interfaces", "dummy-bind-url-override", "proxy-missing", "short-password", "lessons-missing"])
+    ({"EXPLORER_HUB_ISOLATION": "users", "EXPLORER_HUB_ENV": "/nonexistent/env"}, [],
+     "EXPLORER_HUB_ENV=/nonexistent/env cannot be the students' environment"),
+    # the repository's own .venv: not root-owned read-only (or under a folder other users cannot enter)
+    ({"EXPLORER_HUB_ISOLATION": "users", "EXPLORER_HUB_ENV": str(ROOT / ".venv")}, [], "holds no students' environment"),
+    ({"EXPLORER_HUB_ISOLATION": "users", "EXPLORER_HUB_USER_PREFIX": "Root"}, [], "EXPLORER_HUB_USER_PREFIX='Root': prefix='Root' must be"),
+    ({"EXPLORER_HUB_ISOLATION": "sometimes"}, [], "EXPLORER_HUB_ISOLATION='sometimes'"),
+    ({"EXPLORER_HUB_EXCHANGE": "/srv/exchange"}, [], "need EXPLORER_HUB_ISOLATION=users"),
+], ids=["dummy-on-all-interfaces", "dummy-bind-url-override", "proxy-missing", "short-password", "lessons-missing",
+        "students-env-missing", "students-env-not-installed", "bad-user-prefix", "bad-isolation",
+        "exchange-without-users"])
 def test_hub_refuses_unsafe_or_broken_settings(setting: dict, args: list[str], message: str, tmp_path: Path):
     """The hub stops before serving anything, with a message naming what to fix."""
+    if setting.get("EXPLORER_HUB_ISOLATION") == "users" and os.geteuid() != 0:
+        pytest.skip("users mode refuses a non-root hub before it reads these settings")
     port = free_port()
     env = {**os.environ, "EXPLORER_HUB_AUTH": "dummy", "EXPLORER_HUB_USERS": "ada", "EXPLORER_HUB_PASSWORD": PASSWORD,
-           "EXPLORER_HUB_IP": "127.0.0.1", "EXPLORER_HUB_PORT": str(port),
+           "EXPLORER_HUB_IP": "127.0.0.1", "EXPLORER_HUB_PORT": str(port), "EXPLORER_HUB_ISOLATION": "none",
            "EXPLORER_HUB_STATE_DIR": str(tmp_path / "state"), **setting}
     done = subprocess.run([str(JUPYTERHUB), "-f", str(HUB_CONFIG), *[a.format(port=port) for a in args]],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
