@@ -7,7 +7,9 @@ there (a misspelling, a key from another chart version) fails with its dotted pa
 the chart's schema (``extraEnv``, ``extraFiles``, ``hub.config.<Class>``, ``lifecycleHooks.postStart``, ...) are
 free here too. On top of the chart's types come the checks the schema cannot express: memory in the units
 JupyterHub accepts, guarantee <= limit, the sizing against what this project measured, culling, the image, and
-that the image is built from environment.yml by repo2docker in a way that makes ``explorer`` importable.
+that the image is built from environment.yml by repo2docker in a way that makes ``explorer`` importable. And the
+class's security: network policies on for the hub, the proxy and the user pods, user pods that reach only the hub,
+the proxy and DNS (no other pod, no internet, no cloud metadata server), and user pods that never run as root.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ CHART_SCHEMA_SOURCE = "jupyterhub/values.schema.yaml at tag 4.4.0 of github.com/
 REPO_DIR_IN_IMAGE = "/srv/repo"
 HOME = "/home/jovyan"
 UID = 1000
+FS_GID = 100  # the chart's default fsGid: group "users", owner group of the home volume
 DASHBOARD_PATH = "/voila/render/notebooks/dashboard.ipynb"  # under /user/{username}/ on the hub
 DASHBOARD_URL = "/user/{username}" + DASHBOARD_PATH
 
@@ -72,6 +75,52 @@ _EXTRA_FILES = _obj(patterns={".*": {
     "oneOf": [{"required": ["data"]}, {"required": ["stringData"]}, {"required": ["binaryData"]}],
 }})
 
+# A NetworkPolicy section, the same shape for hub, proxy.chp, proxy.traefik and singleuser (chart 4.4.0).
+_NETWORK_POLICY = _obj({
+    "enabled": _t("boolean"),
+    "ingress": _t("array"),
+    "egress": _t("array"),
+    "egressAllowRules": _obj({key: _t("boolean") for key in (
+        "cloudMetadataServer", "dnsPortsCloudMetadataServer", "dnsPortsKubeSystemNamespace", "dnsPortsPrivateIPs",
+        "nonPrivateIPs", "privateIPs")}),
+    "interNamespaceAccessLabels": {"enum": ["accept", "ignore"]},
+    "allowedIngressPorts": _t("array"),
+})
+
+# hub.config.KubeSpawner passes through to KubeSpawner (7.0.0 in the chart's hub image), whose traitlets only warn
+# about a misspelt trait: the traits this file sets or that concern the pod's security, as KubeSpawner names them.
+# Inside the two security contexts the keys are Kubernetes' own (core/v1 PodSecurityContext and SecurityContext,
+# camelCase: KubeSpawner refuses snake_case there), not the chart's.
+_SECCOMP = _obj({"type": {"enum": ["RuntimeDefault", "Localhost", "Unconfined"]}, "localhostProfile": _t("string")},
+                required=("type",))
+_SC_COMMON = {
+    "runAsNonRoot": _t("boolean"), "runAsUser": _t("integer"), "runAsGroup": _t("integer"),
+    "seccompProfile": _SECCOMP, "seLinuxOptions": _obj(free=True), "appArmorProfile": _obj(free=True),
+    "windowsOptions": _obj(free=True),
+}
+_POD_SECURITY_CONTEXT = _obj({
+    **_SC_COMMON, "fsGroup": _t("integer"), "fsGroupChangePolicy": {"enum": ["OnRootMismatch", "Always"]},
+    "supplementalGroups": _t("array"), "supplementalGroupsPolicy": _t("string"), "sysctls": _t("array"),
+    "seLinuxChangePolicy": _t("string"),
+})
+_CONTAINER_SECURITY_CONTEXT = _obj({
+    **_SC_COMMON, "allowPrivilegeEscalation": _t("boolean"), "privileged": _t("boolean"),
+    "readOnlyRootFilesystem": _t("boolean"), "procMount": _t("string"),
+    "capabilities": _obj({"add": {"type": "array", "items": _t("string")},
+                          "drop": {"type": "array", "items": _t("string")}}),
+})
+_KUBESPAWNER = _obj({
+    "working_dir": _t("string", "null"),
+    "pod_security_context": _POD_SECURITY_CONTEXT,
+    "container_security_context": _CONTAINER_SECURITY_CONTEXT,
+    "uid": _t("integer", "null"), "gid": _t("integer", "null"), "fs_gid": _t("integer", "null"),
+    "supplemental_gids": _t("array"), "privileged": _t("boolean"),
+    "allow_privilege_escalation": _t("boolean", "null"),
+    "automount_service_account_token": _t("boolean", "null"), "service_account": _t("string", "null"),
+    "extra_pod_config": _obj(free=True), "extra_container_config": _obj(free=True),
+    "init_containers": _t("array"), "environment": _obj(free=True),
+})
+
 VALUES_SCHEMA = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     **_obj({
@@ -86,6 +135,12 @@ VALUES_SCHEMA = {
             "startTimeout": _t("integer", "null"),
             "uid": _t("integer", "null"),
             "fsGid": _t("integer", "null"),
+            "allowPrivilegeEscalation": _t("boolean", "null"),
+            # Pod spec passthrough (KubeSpawner.extra_pod_config). There is no extraContainerConfig in chart 4.4.0.
+            "extraPodConfig": _obj(free=True),
+            "initContainers": _t("array"),
+            "networkPolicy": _NETWORK_POLICY,
+            "cloudMetadata": _obj({"blockWithIptables": _t("boolean"), "ip": _t("string")}),
             "nodeSelector": _obj(free=True),
             "extraTolerations": _t("array"),
             "profileList": _t("array"),
@@ -105,15 +160,19 @@ VALUES_SCHEMA = {
         }),
         "hub": _obj({
             # hub.config: keys are Configurable class names (capitalised), their contents pass through.
-            "config": _obj({"JupyterHub": _obj(free=True)}, patterns={"^[A-Z].*$": _obj(free=True)}),
+            "config": _obj({"JupyterHub": _obj(free=True), "KubeSpawner": _KUBESPAWNER},
+                           patterns={"^[A-Z].*$": _obj(free=True)}),
             "extraConfig": _obj(free=True),
             "extraEnv": _EXTRA_ENV,
             "extraFiles": _EXTRA_FILES,
             "image": _IMAGE,
             "baseUrl": _t("string"),
             "resources": _obj(free=True),
+            "networkPolicy": _NETWORK_POLICY,
         }),
         "proxy": _obj({
+            "chp": _obj({"networkPolicy": _NETWORK_POLICY}),
+            "traefik": _obj({"networkPolicy": _NETWORK_POLICY}),
             "https": _obj({
                 "enabled": _t("boolean", "null"),
                 "type": {"enum": [None, "", "letsencrypt", "manual", "offload", "secret"]},
@@ -266,9 +325,87 @@ def image_problems(values: dict) -> list[str]:
     return problems
 
 
+# What the user pods' NetworkPolicy allows out, beyond the hub and the proxy (which the chart always allows): DNS,
+# wherever the cluster's resolver is, and nothing else. No other pod or cluster service (privateIPs), no internet
+# (nonPrivateIPs: the class runs offline, everything ships in the image), no cloud metadata server.
+USER_EGRESS = {
+    "cloudMetadataServer": False,
+    "privateIPs": False,
+    "nonPrivateIPs": False,
+    "dnsPortsPrivateIPs": True,
+    "dnsPortsKubeSystemNamespace": True,
+    "dnsPortsCloudMetadataServer": True,
+}
+NETWORK_POLICIES = ("hub", "proxy.chp", "proxy.traefik", "singleuser")
+# docker-stacks' start.sh variables that only work when the container starts as root.
+ROOT_START_ENV = {"NB_UID", "NB_GID", "NB_USER", "GRANT_SUDOERS", "CHOWN_HOME", "CHOWN_EXTRA", "NB_UMASK"}
+
+
+def _empty(value: object) -> bool:
+    return value is None or value == []
+
+
+def network_problems(values: dict) -> list[str]:
+    problems = [f"{which}.networkPolicy.enabled: must be true" for which in NETWORK_POLICIES
+                if _get(values, f"{which}.networkPolicy.enabled") is not True]
+    policy = _get(values, "singleuser.networkPolicy", {})
+    rules = policy.get("egressAllowRules") or {}
+    problems += [f"singleuser.networkPolicy.egressAllowRules.{key}: {rules.get(key)!r}, expected {want!r}"
+                 for key, want in USER_EGRESS.items() if rules.get(key) is not want]
+    for key in ("egress", "ingress", "allowedIngressPorts"):
+        if not _empty(policy.get(key)):
+            problems.append(f"singleuser.networkPolicy.{key}: {policy[key]!r} opens user pods beyond the chart's rules")
+    if policy.get("interNamespaceAccessLabels", "ignore") != "ignore":
+        problems.append("singleuser.networkPolicy.interNamespaceAccessLabels: labelled pods of other namespaces "
+                        "would reach user pods")
+    # the metadata server: refused by the network policy; the iptables alternative is a root init container
+    if _get(values, "singleuser.cloudMetadata.blockWithIptables") is not False:
+        problems.append("singleuser.cloudMetadata.blockWithIptables: must be false (the network policy blocks the "
+                        "metadata server; the iptables init container runs as root, which runAsNonRoot refuses)")
+    # what the class itself needs stays reachable
+    if _get(values, "hub.networkPolicy.egressAllowRules.nonPrivateIPs") is False:
+        problems.append("hub.networkPolicy.egressAllowRules.nonPrivateIPs: the hub must reach the OAuth provider")
+    if _get(values, "proxy.chp.networkPolicy.allowedIngressPorts", ["http", "https"]) != ["http", "https"]:
+        problems.append("proxy.chp.networkPolicy.allowedIngressPorts: browsers must reach the proxy (http, https)")
+    if rules.get("nonPrivateIPs") is False and _get(values, "singleuser.extraEnv.HF_HUB_OFFLINE") != "1":
+        problems.append("singleuser.extraEnv.HF_HUB_OFFLINE: user pods have no internet, set it to \"1\"")
+    return problems
+
+
+def root_problems(values: dict) -> list[str]:
+    problems = []
+    if _get(values, "singleuser.uid") != UID:
+        problems.append(f"singleuser.uid: {_get(values, 'singleuser.uid')!r}, expected {UID} (the image's user)")
+    if _get(values, "singleuser.fsGid") != FS_GID:
+        problems.append(f"singleuser.fsGid: {_get(values, 'singleuser.fsGid')!r}, expected {FS_GID}")
+    if _get(values, "singleuser.allowPrivilegeEscalation") is not False:
+        problems.append("singleuser.allowPrivilegeEscalation: must be false (no sudo, no setuid)")
+    pod = _get(values, "hub.config.KubeSpawner.pod_security_context") or {}
+    container = _get(values, "hub.config.KubeSpawner.container_security_context") or {}
+    for where, context in (("pod_security_context", pod), ("container_security_context", container)):
+        if context.get("runAsNonRoot") is not True:
+            problems.append(f"hub.config.KubeSpawner.{where}.runAsNonRoot: must be true")
+        if context.get("runAsUser", UID) != UID:
+            problems.append(f"hub.config.KubeSpawner.{where}.runAsUser: {context['runAsUser']!r}, expected {UID}")
+    if _get(pod, "seccompProfile.type") != "RuntimeDefault":
+        problems.append("hub.config.KubeSpawner.pod_security_context.seccompProfile.type: must be RuntimeDefault")
+    capabilities = container.get("capabilities") or {}
+    if capabilities.get("drop") != ["ALL"] or capabilities.get("add"):
+        problems.append("hub.config.KubeSpawner.container_security_context.capabilities: drop [ALL], add none")
+    if container.get("privileged") is True or container.get("allowPrivilegeEscalation") is True:
+        problems.append("hub.config.KubeSpawner.container_security_context: privileged / escalation must stay off")
+    env = set(_get(values, "singleuser.extraEnv") or {}) & ROOT_START_ENV
+    if env:
+        problems.append(f"singleuser.extraEnv: {sorted(env)} start the server as root first")
+    if _get(values, "singleuser.initContainers") or _get(values, "hub.config.KubeSpawner.init_containers"):
+        problems.append("init containers: none (a root one would be refused by runAsNonRoot)")
+    return problems
+
+
 def all_problems(values: dict) -> list[str]:
     return ([f"undocumented key: {p}" for p in undocumented_keys(values)] + schema_errors(values)
-            + resource_problems(values) + cull_problems(values) + image_problems(values))
+            + resource_problems(values) + cull_problems(values) + image_problems(values)
+            + network_problems(values) + root_problems(values))
 
 
 # --- the shipped file -----------------------------------------------------------------------------------------------
@@ -398,7 +535,8 @@ def _secrets(node: object, path: tuple[str, ...] = ()) -> list[str]:
     if isinstance(node, dict):
         return [p for key, value in node.items() for p in _secrets(value, (*path, str(key)))
                 + ([".".join((*path, str(key)))] if SECRET_KEY.search(str(key))
-                   and isinstance(value, str | int | float) and value != "" else [])]
+                   and isinstance(value, str | int | float) and not isinstance(value, bool)
+                   and value != "" else [])]
     if isinstance(node, list):
         return [p for item in node for p in _secrets(item, path)]
     return []
@@ -409,6 +547,70 @@ def test_no_secrets_and_a_real_authenticator(values):
     oauth = _get(values, "hub.extraEnv.OAUTH_CLIENT_SECRET")
     assert set(oauth) == {"valueFrom"} and "secretKeyRef" in oauth["valueFrom"]
     assert _get(values, "hub.config.JupyterHub.authenticator_class") not in (None, "", "dummy", "null")
+
+
+def test_network_policy_on_for_hub_proxy_and_user_pods(values):
+    for which in NETWORK_POLICIES:
+        assert _get(values, f"{which}.networkPolicy.enabled") is True, which
+    assert network_problems(values) == []
+
+
+def test_user_pods_reach_only_the_hub_the_proxy_and_dns(values):
+    policy = _get(values, "singleuser.networkPolicy")
+    assert policy["egressAllowRules"] == USER_EGRESS
+    assert policy["egressAllowRules"]["privateIPs"] is False  # no other student's pod, no cluster service
+    assert policy["egressAllowRules"]["nonPrivateIPs"] is False  # no internet: the class runs offline
+    assert any(policy["egressAllowRules"][key] for key in USER_EGRESS if key.startswith("dnsPorts"))  # DNS kept
+    assert policy["egress"] == []
+    # ingress: only the chart's own rule (pods labelled network-access-singleuser: the hub and the proxy)
+    assert policy["ingress"] == [] and policy["allowedIngressPorts"] == []
+    assert policy["interNamespaceAccessLabels"] == "ignore"
+    # offline: transformers must not wait on the Hugging Face hub
+    assert _get(values, "singleuser.extraEnv.HF_HUB_OFFLINE") == "1"
+
+
+def test_cloud_metadata_server_is_blocked(values):
+    assert _get(values, "singleuser.networkPolicy.egressAllowRules.cloudMetadataServer") is False
+    # by the network policy only: the iptables init container is privileged and runs as uid 0
+    assert _get(values, "singleuser.cloudMetadata.blockWithIptables") is False
+    assert _get(values, "singleuser.cloudMetadata.ip") in (None, "169.254.169.254")
+
+
+def _uid_zero(node: object, path: tuple[str, ...] = ()) -> list[str]:
+    """Dotted paths of every uid/runAsUser set to 0 (root), anywhere in the values."""
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in _uid_zero(value, (*path, str(key)))
+                + ([".".join((*path, str(key)))] if key in ("uid", "runAsUser", "run_as_user", "fs_gid", "fsGid")
+                   and value == 0 and not isinstance(value, bool) else [])]
+    if isinstance(node, list):
+        return [p for item in node for p in _uid_zero(item, path)]
+    return []
+
+
+def test_user_pods_never_run_as_root(values):
+    assert root_problems(values) == []
+    assert _get(values, "singleuser.uid") == UID and _get(values, "singleuser.fsGid") == FS_GID
+    assert _get(values, "singleuser.allowPrivilegeEscalation") is False
+    pod = _get(values, "hub.config.KubeSpawner.pod_security_context")
+    container = _get(values, "hub.config.KubeSpawner.container_security_context")
+    assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["runAsNonRoot"] is True and container["capabilities"] == {"drop": ["ALL"]}
+    # fsGroup comes from singleuser.fsGid; the pod's securityContext is merged, not replaced (no extraPodConfig)
+    assert "fsGroup" not in pod and "securityContext" not in (_get(values, "singleuser.extraPodConfig") or {})
+    # nowhere in the values (comments aside): a root start, a root uid, Jupyter's allow_root
+    dumped = yaml.safe_dump(values)
+    for word in ("GRANT_SUDOERS", "NB_UID", "allow_root", "allow-root", "sudo"):
+        assert word not in dumped, word
+    assert _uid_zero(values) == []
+
+
+def test_readme_gives_the_read_only_environment_step(text):
+    readme = README.read_text()
+    for command in ("chown -R root:root /srv/conda", "chmod -R go-w /srv/conda", "USER 1000"):
+        assert command in readme, command
+    assert "chown -R root:root" in text and "README.md" in text  # the image comment points to it
+    for word in ("NetworkPolicy controller", "169.254.169.254", "runAsNonRoot"):
+        assert word in readme, word
 
 
 # --- the checker can fail --------------------------------------------------------------------------------------------
@@ -438,6 +640,20 @@ def test_checker_names_a_misspelled_key(values, dotted, rename, expected):
     assert any(expected.rsplit(".", 1)[1] in p for p in schema_errors(_changed(values, dotted, rename=rename)))
 
 
+@pytest.mark.parametrize(("dotted", "value", "expected"), [
+    # chart 4.4.0 has no container-level passthrough under singleuser: helm would refuse the install
+    ("singleuser.extraContainerConfig", {"securityContext": {"runAsNonRoot": True}}, "singleuser.extraContainerConfig"),
+    ("singleuser.networkPolicy.egressAllowRules.privateIps", False,
+     "singleuser.networkPolicy.egressAllowRules.privateIps"),
+    ("proxy.chp.networkPolicy.enable", True, "proxy.chp.networkPolicy.enable"),
+    ("hub.config.KubeSpawner.container_security_context.run_as_non_root", True,
+     "hub.config.KubeSpawner.container_security_context.run_as_non_root"),
+    ("hub.config.KubeSpawner.pod_security_contex", {}, "hub.config.KubeSpawner.pod_security_contex"),
+])
+def test_checker_names_an_unknown_security_key(values, dotted, value, expected):
+    assert undocumented_keys(_changed(values, dotted, value)) == [expected]
+
+
 def test_checker_refuses_a_lowercase_hub_config_section(values):
     changed = copy.deepcopy(values)
     changed["hub"]["config"]["kubeSpawner"] = {"working_dir": HOME}
@@ -458,6 +674,42 @@ def test_checker_refuses_a_lowercase_hub_config_section(values):
     ("singleuser.image.name", "Registry.example.org/Org/Image:1", "is not an image name"),
 ])
 def test_checker_refuses_wrong_values(values, dotted, value, expected):
+    problems = all_problems(_changed(values, dotted, value))
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("dotted", "value", "expected"), [
+    ("singleuser.networkPolicy.enabled", False, "singleuser.networkPolicy.enabled: must be true"),
+    ("hub.networkPolicy.enabled", False, "hub.networkPolicy.enabled: must be true"),
+    ("proxy.chp.networkPolicy.enabled", False, "proxy.chp.networkPolicy.enabled: must be true"),
+    ("proxy.traefik.networkPolicy.enabled", False, "proxy.traefik.networkPolicy.enabled: must be true"),
+    ("singleuser.networkPolicy.egressAllowRules.privateIPs", True, "egressAllowRules.privateIPs: True"),
+    ("singleuser.networkPolicy.egressAllowRules.nonPrivateIPs", True, "egressAllowRules.nonPrivateIPs: True"),
+    ("singleuser.networkPolicy.egressAllowRules.cloudMetadataServer", True, "cloudMetadataServer: True"),
+    ("singleuser.networkPolicy.egressAllowRules.dnsPortsPrivateIPs", False, "dnsPortsPrivateIPs: False"),
+    ("singleuser.networkPolicy.egress", [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}], "networkPolicy.egress"),
+    ("singleuser.networkPolicy.allowedIngressPorts", [8888], "networkPolicy.allowedIngressPorts"),
+    ("singleuser.networkPolicy.interNamespaceAccessLabels", "accept", "other namespaces"),
+    ("singleuser.cloudMetadata.blockWithIptables", True, "blockWithIptables: must be false"),
+    ("proxy.chp.networkPolicy.allowedIngressPorts", [], "browsers must reach the proxy"),
+    ("singleuser.extraEnv.HF_HUB_OFFLINE", "0", "HF_HUB_OFFLINE"),
+    ("singleuser.uid", 0, "singleuser.uid: 0"),
+    ("singleuser.fsGid", 0, "singleuser.fsGid: 0"),
+    ("singleuser.allowPrivilegeEscalation", True, "allowPrivilegeEscalation: must be false"),
+    ("singleuser.allowPrivilegeEscalation", None, "allowPrivilegeEscalation: must be false"),
+    ("hub.config.KubeSpawner.pod_security_context.runAsNonRoot", False, "pod_security_context.runAsNonRoot"),
+    ("hub.config.KubeSpawner.pod_security_context.runAsUser", 0, "pod_security_context.runAsUser: 0"),
+    ("hub.config.KubeSpawner.pod_security_context.seccompProfile", {"type": "Unconfined"}, "RuntimeDefault"),
+    ("hub.config.KubeSpawner.container_security_context.runAsNonRoot", False, "container_security_context.runAs"),
+    ("hub.config.KubeSpawner.container_security_context.capabilities", {"drop": ["NET_RAW"]}, "drop [ALL]"),
+    ("hub.config.KubeSpawner.container_security_context.capabilities", {"drop": ["ALL"], "add": ["SYS_ADMIN"]},
+     "drop [ALL]"),
+    ("hub.config.KubeSpawner.container_security_context.privileged", True, "privileged"),
+    ("singleuser.extraEnv.GRANT_SUDOERS", "yes", "start the server as root"),
+    ("singleuser.initContainers", [{"name": "root", "image": "busybox"}], "init containers"),
+])
+def test_checker_refuses_weakened_security(values, dotted, value, expected):
+    assert network_problems(values) + root_problems(values) == []
     problems = all_problems(_changed(values, dotted, value))
     assert any(expected in p for p in problems), problems
 
