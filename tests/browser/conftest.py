@@ -79,6 +79,12 @@ def pytest_terminal_summary(terminalreporter):
         out.mkdir(exist_ok=True)
         (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2))
     if HUB_ATTEMPTS:
+        out = ROOT / "tests" / "browser" / "_artifacts"
+        out.mkdir(exist_ok=True)
+        rows = [f"| {a['attempt']} | {a['how']} | {a['outcome']} | {'yes' if a['refused'] else 'NO'} | {a['note']} |"
+                for a in HUB_ATTEMPTS]
+        (out / "hub-attempts.md").write_text("| attempt | from | what happened | refused | note |\n|---|---|---|---|---|\n"
+                                             + "\n".join(rows) + "\n")
         terminalreporter.write_sep("-", "hostile students on the hub: attempts")
         for a in HUB_ATTEMPTS:
             terminalreporter.write_line(f"[{'refused' if a['refused'] else 'NOT REFUSED'}] {a['attempt']} "

@@ -37,10 +37,17 @@ class ClassEnv:
     def teachers_group(self) -> str:
         return f"{self.prefix}teachers"
 
+    def user_prefix(self, name: str) -> str:
+        """The Unix name prefix of hub ``name``'s accounts: the session's and the hub's first three letters, so two
+        hubs of a session (each with its own homes folder) never share an account."""
+        return f"{self.prefix}{name[:3]}-"
+
     def hub_settings(self, name: str) -> dict[str, str]:
-        """EXPLORER_HUB_* settings of a users-mode hub called ``name``: its own homes folder and memory cgroup."""
+        """EXPLORER_HUB_* settings of a users-mode hub called ``name``: its own homes folder, accounts and memory
+        cgroup."""
         return {"EXPLORER_HUB_ISOLATION": "users", "EXPLORER_HUB_ENV": str(self.env),
-                "EXPLORER_HUB_HOMES": str(self.public / name / "homes"), "EXPLORER_HUB_USER_PREFIX": self.prefix,
+                "EXPLORER_HUB_HOMES": str(self.public / name / "homes"),
+                "EXPLORER_HUB_USER_PREFIX": self.user_prefix(name),
                 "EXPLORER_HUB_STUDENTS_GROUP": self.students_group, "EXPLORER_HUB_TEACHERS_GROUP": self.teachers_group,
                 "EXPLORER_HUB_CGROUP": self.cgroup(name), "EXPLORER_HUB_RUNTIME": str(self.public / f"rt-{name[:3]}")}
 

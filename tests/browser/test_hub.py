@@ -224,7 +224,7 @@ def running_hub(log_name: str, users: tuple[str, ...], timeout: float = 90, clas
     try:
         with served_hub(config, environment, log_name, timeout,
                         homes=Path(environment["EXPLORER_HUB_HOMES"]) if class_env else None,
-                        prefix=class_env.prefix if class_env else "",
+                        prefix=class_env.user_prefix(log_name) if class_env else "",
                         student_env=class_env.env if class_env else None) as hub:
             yield hub
     finally:
@@ -410,7 +410,7 @@ def test_class_hub(browser, tmp_path, class_env):
         assert kernels, "grace's kernel is not a child of her server"
         groups = memory_cgroups(class_env.cgroup("class"))
         if groups is not None:
-            folder = groups.base / f"{class_env.prefix}grace"
+            folder = groups.base / f"{hub.prefix}grace"
             assert groups.limit(folder) == 2 * 1024**3, groups.limit(folder)
             members = {int(pid) for pid in (folder / "cgroup.procs").read_text().split()}
             assert {k.pid for k in kernels} <= members, (members, kernels)

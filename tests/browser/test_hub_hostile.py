@@ -9,8 +9,8 @@ teacher's command gets a clear refusal. ``test_subdomain_isolation``: the same h
 of ada's server cannot read bob's server even in the browser of a teacher who may open both; in path mode it can,
 which the first test shows and the table names.
 
-Every attempt is recorded (what, how, what happened, refused or not) and printed as a table at the end of the
-session (tests/browser/conftest.py), and written to ``_artifacts/hub-attempts.md``.
+Every attempt is recorded (what, how, what happened, refused or not), printed at the end of the session and written
+to ``_artifacts/hub-attempts.md`` as a table (tests/browser/conftest.py).
 """
 
 from __future__ import annotations
@@ -139,16 +139,6 @@ def classroom(kernel: HubKernel, *args: str) -> tuple[int, str]:
     return int(first), rest
 
 
-def write_table() -> Path:
-    out = Path(__file__).parent / "_artifacts" / "hub-attempts.md"
-    out.parent.mkdir(exist_ok=True)
-    lines = ["| attempt | from | what happened | refused | note |", "|---|---|---|---|---|"]
-    lines += [f"| {a['attempt']} | {a['how']} | {a['outcome']} | {'yes' if a['refused'] else 'NO'} | {a['note']} |"
-              for a in HUB_ATTEMPTS]
-    out.write_text("\n".join(lines) + "\n")
-    return out
-
-
 def test_hostile_students(browser, tmp_path, class_env):
     lessons = tmp_path / "course" / "release"
     release(tmp_path / "course", [NOTEBOOKS / f"{LESSON}.ipynb"])
@@ -161,7 +151,7 @@ def test_hostile_students(browser, tmp_path, class_env):
         start = time.perf_counter()
         servers = start_servers(hub, users)
         TIMINGS["hostile: 3 servers started as 3 Unix users (s)"] = time.perf_counter() - start
-        names = {u: f"{class_env.prefix}{u}" for u in users}
+        names = {u: f"{hub.prefix}{u}" for u in users}
         accounts = {u: pwd.getpwnam(names[u]) for u in users}
         assert len({a.pw_uid for a in accounts.values()}) == 3
         # the exchange and the course folder as the hub made them
@@ -176,15 +166,13 @@ def test_hostile_students(browser, tmp_path, class_env):
         finally:
             for kernel in kernels.values():
                 kernel.shutdown()
-            table = write_table()
-            print(table.read_text())
     assert not hub.leftovers, f"processes left after the hub stopped (now killed): {hub.leftovers}"
 
 
 def run_class(browser, hub: Hub, class_env, kernels: dict[str, HubKernel], tokens: dict[str, str], servers: dict,
               exchange: Path, course: Path) -> None:
     ada, bob, teach = kernels["ada"], kernels["bob"], kernels["teach"]
-    prefix = class_env.prefix
+    prefix = hub.prefix
 
     # --- the teacher releases lesson 01 and publishes it, as their own Unix user ---------------------------------
     start = time.perf_counter()
@@ -456,7 +444,7 @@ def test_subdomain_isolation(browser, class_env):
         assert servers["amy"]["url"] == f"http://amy.localhost:{port}/user/amy/", servers["amy"]
         ben_home = hub.home("ben")
         (ben_home / "secret.txt").write_text("ben's work")
-        account = pwd.getpwnam(f"{class_env.prefix}ben")
+        account = pwd.getpwnam(f"{hub.prefix}ben")
         os.chown(ben_home / "secret.txt", account.pw_uid, account.pw_gid)
         context = browser.new_context()
         page = context.new_page()
