@@ -338,8 +338,8 @@ def _course_id(root: Path) -> str:
 
 def _teacher_course(course: Path | str) -> Path:
     """The course root, refused with a clear message when the caller cannot write it (a student, on the hub)."""
-    root = Path(course).resolve() if isinstance(course, (str, os.PathLike)) else course
-    if isinstance(root, Path) and root.is_dir() and not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+    root = _course_root(course, exists=False)  # the type check; existence is checked below, after access
+    if root.is_dir() and not os.access(root, os.R_OK | os.W_OK | os.X_OK):
         import pwd  # noqa: PLC0415
 
         raise PermissionError(f"course {str(course)!r} is not readable and writable by {pwd.getpwuid(os.getuid()).pw_name}"

@@ -143,8 +143,3 @@ def memory_cgroups(group: str = GROUP) -> MemoryCgroups | None:
         return _writable(own / group, 1)
     return None
 
-
-def cleanup(groups: MemoryCgroups | None) -> None:
-    if groups is not None:
-        groups.remove_all()
-

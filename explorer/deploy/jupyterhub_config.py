@@ -150,6 +150,7 @@ OOM killer in that student's cgroup while the hub and the other students carry o
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import json
 import os
@@ -420,7 +421,7 @@ if ISOLATION == "users":
     if COURSE is not None:
         # the teachers' course folder (sources with solutions, gradebook.db): only the teachers' group gets in
         COURSE.mkdir(parents=True, exist_ok=True)
-        os.chown(COURSE, 0, __import__("grp").getgrnam(TEACHERS_GROUP).gr_gid)
+        os.chown(COURSE, 0, grp.getgrnam(TEACHERS_GROUP).gr_gid)
         COURSE.chmod(0o2770)
     MEMORY_CGROUPS = memory_cgroups(CGROUP) if MEM_LIMIT else None
     print("jupyterhub_config: memory limit " + ("off" if not MEM_LIMIT else (

@@ -16,6 +16,7 @@ from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, s
 from traitlets import Any, Int, Set, Unicode, default
 
 from explorer.deploy.accounts import Account, ensure_account
+from explorer.deploy.cgroups import MemoryCgroups
 
 __all__ = ["UserSpawner", "SharedAccountSpawner", "safe_home_name"]
 
@@ -127,7 +128,7 @@ class UserSpawner(LocalProcessSpawner):
 
         def preexec() -> None:
             if folder is not None:
-                (folder / "cgroup.procs").write_text(str(os.getpid()))
+                MemoryCgroups.enter(folder)
             _limit_memory(limit)
             os.umask(mask)
             become()

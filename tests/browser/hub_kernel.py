@@ -7,12 +7,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
+
+
+def user_api(hub_url: str, user: str, token: str, path: str, method: str = "GET", body: dict | None = None,
+             timeout: float = 180) -> tuple[int, object]:
+    """Call ``/user/<user>/<path>`` through the proxy with the user's token: (status, parsed JSON or error text)."""
+    request = urllib.request.Request(f"{hub_url}user/{user}/{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw.strip() else None
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
 
 
 @dataclass
@@ -23,16 +38,7 @@ class HubKernel:
     kernel_id: str = ""
 
     def _api(self, path: str, method: str = "GET", body: dict | None = None) -> tuple[int, object]:
-        request = urllib.request.Request(f"{self.hub_url}user/{self.user}/api/{path}", method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Authorization": f"token {self.token}",
-                                                  "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw.strip() else None
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode(errors="replace")
+        return user_api(self.hub_url, self.user, self.token, f"api/{path}", method, body, timeout=60)
 
     def start(self) -> HubKernel:
         status, model = self._api("kernels", "POST", {"name": "python3"})

@@ -23,8 +23,6 @@ import pwd
 import subprocess
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -34,7 +32,7 @@ from explorer.classroom import release
 from explorer.deploy.cgroups import memory_cgroups
 from explorer.deploy.exchange import EXCHANGE_MODES
 from tests.browser.conftest import HUB_ATTEMPTS, TIMINGS
-from tests.browser.hub_kernel import HubKernel
+from tests.browser.hub_kernel import HubKernel, user_api
 from tests.browser.test_hub import ADMIN_PASSWORD, Hub, login_in_browser, login_over_http, running_hub
 from tests.browser.dashboard_server import NOTEBOOKS
 
@@ -106,19 +104,6 @@ def token_for(hub: Hub, user: str) -> str:
     status, token = hub.api(f"users/{user}/tokens", method="POST", body={"note": "hostile test", "expires_in": 900})
     assert status == 201, (status, token)
     return token["token"]
-
-
-def server_api(hub: Hub, user: str, token: str, path: str, method: str = "GET", body: dict | None = None
-               ) -> tuple[int, object]:
-    request = urllib.request.Request(f"{hub.url}user/{user}/{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=180) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw.strip() else None
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode(errors="replace")
 
 
 def start_servers(hub: Hub, users: tuple[str, ...]) -> dict[str, dict]:
@@ -211,13 +196,13 @@ def run_class(browser, hub: Hub, class_env, kernels: dict[str, HubKernel], token
     ada_ctx.close()
     start = time.perf_counter()
     for user in ("bob",):
-        status, listed = server_api(hub, user, tokens[user], f"assignments?course_id={COURSE_ID}")
+        status, listed = user_api(hub.url, user, tokens[user], f"assignments?course_id={COURSE_ID}")
         assert status == 200 and listed["success"], (status, listed)
         assert [(a["assignment_id"], a["status"]) for a in listed["value"]] == [(LESSON, "released")], listed
         body = {"course_id": COURSE_ID, "assignment_id": LESSON}
-        status, listed = server_api(hub, user, tokens[user], "assignments/fetch", "POST", body)
+        status, listed = user_api(hub.url, user, tokens[user], "assignments/fetch", "POST", body)
         assert status == 200 and any(a["status"] == "fetched" for a in listed["value"]), (status, listed)
-        status, listed = server_api(hub, user, tokens[user], "assignments/submit", "POST", body)
+        status, listed = user_api(hub.url, user, tokens[user], "assignments/submit", "POST", body)
         assert status == 200 and listed["success"], (status, listed)
         assert any(a["status"] == "submitted" for a in listed["value"]), listed
     TIMINGS["hostile: bob fetch + hand in through the server API (s)"] = time.perf_counter() - start
