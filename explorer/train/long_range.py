@@ -20,7 +20,8 @@ Deterministic on CPU: seeded initialisation and data, 1 thread per process, ``to
 two worker processes (spawn), one run each at a time. Adam with a one-cycle schedule. Writes ``long_range.json``
 (every per-seed number, the statistics, metadata), the seed-0 weights ``<name>.safetensors`` and ``MODEL_CARD.md``
 (generated from the JSON by :func:`write_model_card`); :func:`load_long_range` reads the JSON and
-:func:`load_long_range_model` a model.
+:func:`load_long_range_model` a model (both live in :mod:`explorer.models.long_range`, with the constants that describe
+the shipped models and the test set; this module re-exports them).
 """
 
 from __future__ import annotations
@@ -40,19 +41,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import explorer
-from explorer._checks import check_choice, check_int, check_real
+from explorer._checks import check_int, check_real
 from explorer._provenance import git_commit
 from explorer.analysis.receptive_field import attention_receptive_field, receptive_field
+# long_range_test_set stays importable from here (the test set itself is built in explorer.models.long_range)
 from explorer.data.sequences import (
     LENGTH, MAX_DISTANCE, VOCAB, SequenceBatch, log_uniform_distances, log_uniform_probability, long_range_batch,
-    long_range_test_set,
+    long_range_test_set as long_range_test_set,
 )
 from explorer.hooks import record
 from explorer.masks import causal
-from explorer.models.sequence import SEQUENCE_MODELS, build_sequence_model
-# the seed checks, the git commit and the t-interval (its T_975 table) of the head-to-head script: one rule for both
-from explorer.train.head_to_head import T_975, _check_names, _check_seeds, interval
+# the shipped side (constants, test set, loaders) lives in explorer.models.long_range: imported and re-exported here
+from explorer.models.long_range import (
+    MODELS, RESULTS_FILE, RETRAIN_COMMAND, TEST_DISTANCES, TEST_PER_DISTANCE, TEST_SEED, _check_name,
+    accuracy_by_distance, default_long_range_dir, evaluation_set, load_long_range, load_long_range_model,
+)
+from explorer.models.sequence import build_sequence_model
+# the seed checks and the t-interval (its T_975 table) of the head-to-head script: one rule for both
+from explorer.train.stats import T_975, _check_names, _check_seeds, interval
 
 __all__ = [
     "MODELS", "SEEDS", "STEPS", "BATCH", "LR", "TEST_DISTANCES", "TEST_PER_DISTANCE", "TEST_SEED",
@@ -62,7 +68,6 @@ __all__ = [
     "summarise", "load_long_range", "load_long_range_model", "write_model_card", "main",
 ]
 
-MODELS = SEQUENCE_MODELS  # ("cnn", "dilated_cnn", "attention")
 SEEDS = (0, 1, 2, 3)
 # optimiser steps per model and the learning rate: set by hand (no sweep is shipped); the check that they suffice is
 # in the results: every final training loss sits on the loss floor its model's field allows (MODEL_CARD.md).
@@ -73,25 +78,10 @@ THREADS = 1  # one thread per process: two spin-waiting OpenMP threads slow down
 LOSS_EVERY = 50   # the JSON keeps the mean training loss of every 50 steps ...
 FIRST_STEPS = 20  # ... and the first 20 per-step losses exactly (the reproduction test re-trains them)
 FINAL_STEPS = 200  # "final training loss" = mean over the last 200 steps
-# test distances: powers of two, and both sides of each CNN's field edge (r - 1 is the last d a window of r holds)
-TEST_DISTANCES = (1, 2, 4, 6, 8, 10, 11, 12, 16, 24, 32, 48, 56, 62, 63, 64, 96, 128, 192, 256)
-TEST_PER_DISTANCE = 256
-TEST_SEED = 1000  # distance i of the test set is drawn with seed 1000 + i; training streams use the run's seed
 ATTENTION_PER_DISTANCE = 64  # the first 64 test sequences of each distance feed the attention statistics
 ATTENTION_STATS = ("all_queries", "later_token", "partner_weight", "self_weight")
 CHANCE_BELOW = 0.6  # a mean accuracy under 60 % counts as failed (chance is 50 %)
 SOLVED_FROM = 0.9   # a mean accuracy of 90 % or more counts as solved
-RESULTS_FILE = "long_range.json"
-RETRAIN_COMMAND = "python -m explorer.train.long_range"
-
-
-def default_long_range_dir() -> Path:
-    """``assets/long_range`` of the repository (next to the ``explorer`` package)."""
-    return Path(explorer.__file__).resolve().parents[1] / "assets" / "long_range"
-
-
-def _check_name(name: object) -> str:
-    return check_choice("name", name, MODELS)  # type: ignore[return-value]
 
 
 # --- training ------------------------------------------------------------------------------------------------------
@@ -136,25 +126,6 @@ def train(name: str, *, seed: int = 0, steps: int | None = None, batch: int = BA
         schedule.step()
         losses.append(loss.item())
     return model.eval(), losses
-
-
-def evaluation_set() -> SequenceBatch:
-    """The fixed test set: :data:`TEST_PER_DISTANCE` sequences at each of :data:`TEST_DISTANCES`."""
-    return long_range_test_set(TEST_DISTANCES, TEST_PER_DISTANCE, seed=TEST_SEED)
-
-
-@torch.no_grad()
-def accuracy_by_distance(model: nn.Module, data: SequenceBatch, chunk: int = 256) -> dict[str, dict[str, Any]]:
-    """``{str(d): {"accuracy", "correct", "n"}}`` of ``model`` (eval mode) on ``data``, per distance."""
-    model.eval()
-    right = torch.cat([model(data.inputs[i:i + chunk]).argmax(-1) == data.labels[i:i + chunk]
-                       for i in range(0, len(data), chunk)])
-    out = {}
-    for d in sorted(set(data.distance.tolist())):
-        sel = data.distance == d
-        correct, n = int(right[sel].sum()), int(sel.sum())
-        out[str(d)] = {"accuracy": correct / n, "correct": correct, "n": n}
-    return out
 
 
 # --- attention statistics ---------------------------------------------------------------------------------------
@@ -458,50 +429,6 @@ def _pair_head(rows: list[dict[str, Any]], seeds: list[str], distances: list[int
                                             for s, r in zip(seeds, rows)])
                             for stat in ("later_token", "partner_weight", "self_weight")} for d in distances}
     return {"heads": heads, "by_distance": by_distance}
-
-
-# --- reading back -------------------------------------------------------------------------------------------------
-
-
-def load_long_range(folder: str | Path | None = None) -> dict[str, Any]:
-    """The shipped results (``assets/long_range/long_range.json``).
-
-    Raises:
-        FileNotFoundError: not run yet (the message says the command). ValueError: an unreadable file.
-    """
-    folder = default_long_range_dir() if folder is None else Path(folder)
-    path = folder / RESULTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run `{RETRAIN_COMMAND} --out {folder}`")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} cannot be read ({error})") from error
-
-
-def load_long_range_model(name: str, folder: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """A shipped model (the first seed's weights, eval mode) and its entry of ``long_range.json`` (``models[name]``
-    plus ``accuracy``: that run's per-distance accuracies)."""
-    from safetensors.torch import load_file
-
-    name = _check_name(name)
-    folder = default_long_range_dir() if folder is None else Path(folder)
-    res = load_long_range(folder)
-    try:
-        entry = dict(res["models"][name])
-        config = {k: tuple(v) if isinstance(v, list) else v for k, v in entry["config"].items()}
-        entry["accuracy"] = res["per_seed"][name][str(entry["weights_seed"])]["accuracy"]
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{folder / RESULTS_FILE} has no usable entry for {name!r} ({error!r})") from error
-    model = build_sequence_model(name, seed=0, **config)
-    weights = folder / entry["weights"]
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing; retrain with `{RETRAIN_COMMAND} --out {folder}`")
-    try:
-        model.load_state_dict(load_file(weights))
-    except (RuntimeError, OSError, ValueError) as error:
-        raise ValueError(f"{weights} does not fit {name} ({error})") from error
-    return model.eval(), entry
 
 
 # --- the model card ----------------------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ def test_vit_attention_gradient_by_chain_rule():
     """``dlogit/dA`` of the last block, as used for ``grad_attention``, equals ``dlogit/dz @ V^T`` (z = A V)."""
     from explorer.data.digits import digits_dataset
     from explorer.hooks import record
-    from explorer.train.head_to_head import load_head_to_head
+    from explorer.models.head_to_head import load_head_to_head
 
     model = load_head_to_head("vit")[0].double()
     images = digits_dataset("test", canvas=24, n=2)[0].double()
@@ -365,7 +365,7 @@ def _recomputed(result, k):
 
 def test_shipped_vit_values_recomputed_on_three_digits(shipped):
     from explorer.data.digits import digits_dataset
-    from explorer.train.head_to_head import load_head_to_head
+    from explorer.models.head_to_head import load_head_to_head
 
     vit = shipped["models"]["vit"]
     model = load_head_to_head("vit")[0].double()

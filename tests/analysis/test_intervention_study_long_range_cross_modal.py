@@ -32,7 +32,7 @@ from explorer.analysis.localisation import attention_localisation
 from explorer.data.sequences import SequenceBatch
 from explorer.data.shapes import sample_batch
 from explorer.models import load_cross_modal
-from explorer.train.long_range import evaluation_set, load_long_range_model
+from explorer.models.long_range import evaluation_set, load_long_range_model
 
 TOL = {"rel": 1e-4, "abs": 1e-5}  # stored values have 6 significant digits; float32 batches of another size
 GRAD_TOL = {"rel": 2e-3, "abs": 2e-5}  # float32 gradients, different batch composition

@@ -266,7 +266,7 @@ def test_minilm_single_head_check_recomputed_on_three_pairs(shipped, pretrained)
 
 def _digits(key, n=N_CHECK):
     from explorer.data.digits import digits_dataset
-    from explorer.train.head_to_head import CANVAS, PLACEMENT, load_head_to_head
+    from explorer.models.head_to_head import CANVAS, PLACEMENT, load_head_to_head
 
     model, _ = load_head_to_head(key)
     model = model.to(study_vision.DTYPES[key])

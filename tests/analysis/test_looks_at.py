@@ -39,7 +39,7 @@ from explorer.analysis import (
 )
 from explorer.data.digits import digits_dataset
 from explorer.models.vision import build_vision_model
-from explorer.train.head_to_head import load_head_to_head
+from explorer.models.head_to_head import load_head_to_head
 
 EXACT = 1e-12  # float64 agreement of two computations of the same quantity (rounding only, ~1e-16 measured)
 FLOAT32 = 1e-5  # float32 agreement (the shipped models), single-precision rounding ~1e-7 per operation

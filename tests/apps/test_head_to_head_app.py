@@ -14,7 +14,7 @@ from explorer.analysis.looks_at import looks_at
 from explorer.apps import HeadToHeadApp
 from explorer.apps.head_to_head import EFFICIENCY_FILE, IG_STEPS, NAMES
 from explorer.data.digits import digits_dataset
-from explorer.train.head_to_head import MODELS, default_head_to_head_dir, load_head_to_head
+from explorer.models.head_to_head import MODELS, default_head_to_head_dir, load_head_to_head
 from explorer.viz.cross_modal import normalise
 
 # a small data_efficiency.json in the shape the experiment writes (the shipped one may not exist yet)

@@ -15,7 +15,7 @@ from explorer import record
 from explorer.analysis import receptive_field
 from explorer.apps.long_range import MAX_SEED, LongRangeApp
 from explorer.data.sequences import LENGTH, MAX_DISTANCE, long_range_batch
-from explorer.train.long_range import MODELS, default_long_range_dir, load_long_range, load_long_range_model
+from explorer.models.long_range import MODELS, default_long_range_dir, load_long_range, load_long_range_model
 from explorer.viz.long_range import field_window
 
 FLOAT32 = 1e-6  # softmax of the same float32 model on the same input, computed twice

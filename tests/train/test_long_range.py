@@ -6,7 +6,6 @@ distance of the shipped counts; attention statistics within rel 1e-5 (float32 pa
 recomputed from the shipped per-seed numbers within 1e-12; the t-table's 3 decimals within 5e-4 of scipy.
 """
 
-import json
 import math
 import shutil
 import statistics

@@ -1,12 +1,12 @@
 """Interventions on lesson 06's attention model: is its "pair head" what lets it reach beyond a CNN's field?
 
-The model (:func:`explorer.train.long_range.load_long_range_model`, the shipped seed) tells which of two marked
+The model (:func:`explorer.models.long_range.load_long_range_model`, the shipped seed) tells which of two marked
 tokens ``d`` positions apart comes first. ``long_range.json`` names, per training seed, the *pair head*: the head in
 which the later marked token puts the most attention on its partner. The CNN of the lesson has a receptive field of
 11 positions and is at chance from ``d = 11`` on; here we ask whether removing the pair head alone sends the
 attention model to chance there too.
 
-Measured on the fixed test set (:func:`explorer.train.long_range.evaluation_set`, 256 sequences at each of 20
+Measured on the fixed test set (:func:`explorer.models.long_range.evaluation_set`, 256 sequences at each of 20
 distances from 1 to 256), heads at ``blocks.*.attn.hook_z`` (2 layers x 2 heads), a few hundred inputs per forward
 pass (the library's ``chunk``):
 
@@ -167,7 +167,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     Returns:
         A JSON-ready dict.
     """
-    from explorer.train.long_range import evaluation_set, load_long_range, load_long_range_model
+    from explorer.models.long_range import evaluation_set, load_long_range, load_long_range_model
 
     if key not in KEYS:
         raise ValueError(f"key must be one of {KEYS}, got {key!r}")
@@ -277,7 +277,7 @@ def _ints(value: torch.Tensor | dict[str, torch.Tensor]) -> Any:
 
 
 def _assets() -> Path:
-    from explorer.train.long_range import default_long_range_dir
+    from explorer.models.long_range import default_long_range_dir
 
     return default_long_range_dir()
 

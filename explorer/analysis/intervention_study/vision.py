@@ -1,6 +1,6 @@
 """The lesson-05 ViT and CNN in the intervention study: heads and channels, measured on test digits.
 
-Models: :func:`explorer.train.head_to_head.load_head_to_head` -- ``"vit"`` (SmallViT, 3 blocks x 4 heads, ``[CLS]``
+Models: :func:`explorer.models.head_to_head.load_head_to_head` -- ``"vit"`` (SmallViT, 3 blocks x 4 heads, ``[CLS]``
 readout; run in float64 as :mod:`explorer.analysis.agreement` runs it) and ``"cnn"`` (SmallCNN, convs of 32, 40 and
 40 channels; float32, which is about 4x faster on CPU than float64 for the convs and within 4e-6 of it in the
 logits). Inputs: the first ``n`` test digits of the class-balanced order (seed 0), centred on the 24 x 24 canvas the
@@ -82,7 +82,7 @@ def run(key: str, n: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The study of ``key`` (``"vit"`` or ``"cnn"``) on the first ``n`` test digits; returns the JSON-ready result."""
     from explorer.analysis.intervention_study import COMMAND
     from explorer.data.digits import digits_dataset, digits_indices
-    from explorer.train.head_to_head import CANVAS, PLACEMENT, load_head_to_head
+    from explorer.models.head_to_head import CANVAS, PLACEMENT, load_head_to_head
 
     check_choice("key", key, KEYS)
     n = check_int("n", n, 2)
