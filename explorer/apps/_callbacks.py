@@ -12,6 +12,7 @@ replaces the whole figure that :mod:`explorer.viz` built from the app's numbers 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import logging
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 import ipywidgets as W
 import torch
 
-__all__ = ["guarded", "callback", "error_html", "quietly", "single_thread", "SHOWN"]
+__all__ = ["guarded", "callback", "error_html", "quietly", "single_thread", "soon", "SHOWN"]
 
 log = logging.getLogger("explorer.apps")
 
@@ -68,6 +69,26 @@ def callback(action: Callable[[], object], target: W.HTML, css: str, *, what: st
         guarded(action, target, css, what=what, clear=clear)
 
     return handler
+
+
+def soon(action: Callable[[], object], target: W.HTML, css: str, *, what: str = "update",
+         delay: float = 0.05, run_now: bool = True) -> bool:
+    """Run ``action`` through :func:`guarded` right after the current cell or widget message, so that what was
+    built before it reaches the page first (an app's first figure before the rest of its figures).
+
+    It is scheduled on the running event loop: the kernel's, in JupyterLab and Voila alike (cells and comm messages
+    are handled on it). Where no loop runs (tests, plain Python), ``action`` runs at once, so results stay
+    deterministic, and errors raise as they would from the constructor; with ``run_now=False`` (work that only
+    prepares what may be asked next) it is then skipped. Returns True if it was scheduled.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        if run_now:
+            action()
+        return False
+    loop.call_later(delay, lambda: guarded(action, target, css, what=what, clear=False))
+    return True
 
 
 @contextlib.contextmanager

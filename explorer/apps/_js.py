@@ -4,8 +4,10 @@ per page, and wait until a view's element is in the document."""
 LIBRARY_LOADER = r"""
 // Ask the kernel for a JavaScript library (a custom message {type: request}; the kernel answers
 // {type: reply, source}) and run it once per page: every view of the page shares one promise per key.
-// Asked again every 10 s, 5 times, until answered: the kernel drops a custom message that follows another to the
-// same widget too closely (explorer.apps._comm_guard), e.g. when two pages of one kernel ask at once.
+// Asked again every 10 s until answered: the kernel drops a custom message that follows another to the same widget
+// too closely (explorer.apps._comm_guard), e.g. when two pages of one kernel ask at once, and a kernel busy with a
+// long cell (lesson 05 trains a model after displaying its app) answers only when that cell ends: given up after
+// 30 tries (5 minutes), longer than any cell of the lessons.
 function loadLibrary(model, key, request, reply, found) {
   window.__explorerLibraries = window.__explorerLibraries || {};
   if (found()) return Promise.resolve(found());
@@ -26,7 +28,7 @@ function loadLibrary(model, key, request, reply, found) {
       };
       const ask = () => {
         if (answered) return;
-        if (tries++ === 5) { reject(new Error(`the kernel did not send ${key}`)); return; }
+        if (tries++ === 30) { reject(new Error(`the kernel did not send ${key}`)); return; }
         model.send({type: request});
         setTimeout(ask, 10000);
       };

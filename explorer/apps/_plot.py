@@ -37,6 +37,7 @@ and ``el.layout``, numeric arrays decoded to typed arrays), and ``el.dataset.rev
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,7 @@ import anywidget
 import plotly
 import plotly.graph_objects as go
 import traitlets
+from _plotly_utils.utils import is_homogeneous_array, is_skipped_key, to_typed_array_spec
 from plotly.io.json import to_json_plotly
 
 from explorer.apps._js import LIBRARY_LOADER
@@ -213,11 +215,13 @@ class PlotView(anywidget.AnyWidget):
     """A plotly figure shown as a widget; :meth:`update` replaces the figure in every view of it.
 
     Args:
-        figure: the figure to show (a ``go.Figure``). Give it no layout width: it takes its container's.
+        figure: the figure to show (a ``go.Figure``, or a spec dict: see :meth:`update`). Give it no layout width:
+            it takes its container's.
         css: a class name for the element (tests and styles find the figure by it).
 
-    ``view.figure`` is the figure shown last (a plain ``go.Figure``: exports and tests read it); change what is shown
-    with :meth:`update`, not by editing it.
+    ``view.figure`` is the figure shown last (a plain ``go.Figure``: exports and tests read it; after a spec update it
+    is built from the spec, with plotly's validation, when first read); change what is shown with :meth:`update`, not
+    by editing it.
     """
 
     _esm = _ESM
@@ -227,30 +231,69 @@ class PlotView(anywidget.AnyWidget):
     revision = traitlets.Int(0).tag(sync=True)        # increases with every update; the page draws the latest
     version = traitlets.Unicode().tag(sync=True)      # plotly.js version the figure needs
 
-    def __init__(self, figure: go.Figure, css: str | None = None, **kwargs) -> None:
+    def __init__(self, figure: go.Figure | dict, css: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.version = plotlyjs_version()
         self.config = dict(_CONFIG)
         self._click_handlers: list[Callable[[int, int | None], object]] = []
-        self.figure: go.Figure = go.Figure()
+        self._figure: go.Figure | None = go.Figure()
+        self._spec: dict | None = None
+        self._sent: tuple[dict, dict] = ({}, {})  # traces / layout entries of the spec sent last: id -> (part, JSON)
         self.update(figure)
         if css:
             self.add_class(css)
         self.on_msg(self._on_message)
 
-    def update(self, figure: go.Figure) -> None:
-        """Show ``figure`` instead of the current one (in every open view, and in any view opened later)."""
-        if not isinstance(figure, go.Figure):
-            raise TypeError(f"figure must be a plotly go.Figure, got {type(figure).__name__}")
-        spec = figure.to_dict()  # numpy arrays become plotly's base64 typed arrays
-        data, layout = to_json_plotly(spec["data"]), to_json_plotly(spec["layout"])
-        self.figure = figure
+    @property
+    def figure(self) -> go.Figure:
+        """The figure shown last, as a ``go.Figure`` (built, with validation, from a spec on first access)."""
+        if self._figure is None:
+            self._figure = go.Figure(self._spec)
+        return self._figure
+
+    def update(self, figure: go.Figure | dict) -> None:
+        """Show ``figure`` instead of the current one (in every open view, and in any view opened later).
+
+        ``figure`` is a ``go.Figure`` (validated by plotly as it was built) or, on the fast path of a control, a
+        spec: a plain dict ``{"data": [...], "layout": {...}}`` from :mod:`explorer.viz._spec` (numpy arrays
+        allowed), sent as it is, without plotly's validation. A spec must not be mutated afterwards: a data list or
+        layout dict that is the same object as the one sent last is not encoded again.
+        """
+        if isinstance(figure, go.Figure):
+            spec = figure.to_dict()  # numpy arrays become plotly's base64 typed arrays
+            data, layout = to_json_plotly(spec["data"]), to_json_plotly(spec["layout"])
+            self._figure, self._spec, self._sent = figure, None, ({}, {})
+        elif isinstance(figure, dict) and set(figure) == {"data", "layout"}:
+            data, layout = self._encoded(figure["data"], 0), self._encoded(figure["layout"], 1)
+            self._figure, self._spec = None, figure
+        else:
+            raise TypeError(f"figure must be a plotly go.Figure or a figure spec dict with 'data' and 'layout', "
+                            f"got {type(figure).__name__}")
         with self.hold_sync():  # one message: the changed parts and the revision together
             if data != self.traces:
                 self.traces = data
             if layout != self.frame:
                 self.frame = layout
             self.revision += 1
+
+    def _encoded(self, value: list | dict, which: int) -> str:
+        """JSON of a spec's data list (``which`` 0) or layout dict (1); a trace or layout entry that is the very
+        object sent last (a spec is never mutated: :func:`explorer.viz._spec.patch` shares what did not change)
+        keeps its JSON, so the photo, the template and unchanged traces are not encoded again."""
+        last, parts = self._sent[which], {}
+
+        def encode(part) -> str:
+            hit = last.get(id(part))
+            text = hit[1] if hit is not None and hit[0] is part else to_json_plotly(_typed_arrays(part))
+            parts[id(part)] = (part, text)
+            return text
+
+        if which == 0:
+            text = "[" + ",".join(encode(trace) for trace in value) + "]"
+        else:
+            text = "{" + ",".join(f"{json.dumps(key)}:{encode(item)}" for key, item in value.items()) + "}"
+        self._sent = (parts, self._sent[1]) if which == 0 else (self._sent[0], parts)
+        return text
 
     def on_click(self, callback: Callable[[int, int | None], object]) -> None:
         """Call ``callback(trace_index, point_index)`` when a visitor clicks a point of the figure."""
@@ -267,7 +310,8 @@ class PlotView(anywidget.AnyWidget):
         elif kind == "click":
             curve, point = content.get("curve"), content.get("point")
             # a page can send anything: only a trace index of this figure reaches the handlers
-            if isinstance(curve, bool) or not isinstance(curve, int) or not 0 <= curve < len(self.figure.data):
+            n_traces = len(self._spec["data"]) if self._figure is None else len(self._figure.data)
+            if isinstance(curve, bool) or not isinstance(curve, int) or not 0 <= curve < n_traces:
                 log.warning("plot click ignored: curve %r is not a trace index", curve)
                 return
             if isinstance(point, bool) or not isinstance(point, (int, type(None))):
@@ -275,3 +319,13 @@ class PlotView(anywidget.AnyWidget):
             for handler in self._click_handlers:
                 handler(curve, point)
 
+
+def _typed_arrays(value):
+    """A copy of a spec part with numpy arrays as plotly's base64 typed arrays (what ``go.Figure.to_dict`` does)."""
+    if isinstance(value, dict):
+        return {key: (item if is_skipped_key(key) else
+                      to_typed_array_spec(item) if is_homogeneous_array(item) else _typed_arrays(item))
+                for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_typed_arrays(item) for item in value]
+    return value

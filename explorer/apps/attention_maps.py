@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from explorer.apps._bokeh import BokehWidget
-from explorer.apps._callbacks import callback
+from explorer.apps._callbacks import callback, soon
 from explorer.apps._comm_guard import harden
 from explorer.apps._layout import WidthWatcher, figure_box, row
 from explorer.apps._plot import PlotView
@@ -22,9 +22,9 @@ from explorer.hooks import record
 from explorer.kernels import AttentionStats, distance_buckets
 from explorer.masks import causal, sliding_window
 from explorer.models import load_pretrained
-from explorer.viz.attention import (HEAD_VIEW_NAMES, attention_heatmap, head_stats_figure, head_view_data,
-                                    head_view_figure, head_view_y_range, model_view_figure, streamed_stats_figure,
-                                    thumbnail_frame)
+from explorer.viz.attention import (HEAD_VIEW_NAMES, attention_heatmap_spec, head_stats_spec, head_view_data,
+                                    head_view_figure, head_view_y_range, model_view_select, model_view_spec,
+                                    streamed_stats_spec)
 from explorer.viz.export import download_link, export_image
 
 __all__ = ["AttentionMapsApp"]
@@ -43,6 +43,13 @@ HEAD_VIEW_WINDOW = 48  # tokens per side in the head view; longer inputs are win
 N_BUCKETS = 11        # distance buckets of the streamed histogram: 0, 1, 2-3, ..., 256-511, >= 512
 STREAM_CHUNK = 32     # query rows per step of the CPU streamed statistics: 12 heads x 32 x n scores at a time
 QKV = ["*.hook_q", "*.hook_k", "*.hook_v"]
+
+
+def _placeholder(height: int) -> dict:
+    """A figure spec shown while the real one is computed (no validation needed: nothing of it is ours)."""
+    return {"data": [], "layout": {"height": height, "xaxis": {"visible": False}, "yaxis": {"visible": False},
+                                   "annotations": [{"text": "computing …", "showarrow": False, "x": 0.5, "y": 0.5,
+                                                    "xref": "paper", "yref": "paper", "font": {"color": "#888"}}]}}
 
 
 def _streamed(trace, mask) -> AttentionStats:
@@ -115,13 +122,17 @@ class AttentionMapsApp:
 
         self._rollouts: dict[str, torch.Tensor] = {}
         self._compute(text)
-        self.heatmap = PlotView(attention_heatmap(*self._matrix()), "attn-heatmap")
-        self.model_view = PlotView(self._model_view_figure(), "attn-model-view")
-        self.stats = PlotView(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)), "attn-stats")
-        self.histogram = PlotView(streamed_stats_figure(*self._streamed_panel()), "attn-histogram")
+        # first drawing: the head view alone (the model ran once); the matrix, model view and statistics are computed
+        # right after the page has it (on the kernel's event loop; at once where none runs: tests, plain Python)
         self._head_plot, self._head_tokens, self._head_lines = head_view_figure(*self._head_view_columns(),
                                                                                height=950)
         self.head_view = BokehWidget(self._head_plot)
+        self.heatmap = PlotView(_placeholder(520), "attn-heatmap")
+        self.model_view = PlotView(_placeholder(80 + 62 * config.num_hidden_layers), "attn-model-view")
+        self.stats = PlotView(_placeholder(520), "attn-stats")
+        self.histogram = PlotView(_placeholder(380), "attn-histogram")
+        self.status.value = "<div class='attn-status-pending'>computing the matrix and statistics …</div>"
+        self._pending = True
         # side by side where the page is wide, one under the other where it is not (JupyterLab beside a side panel)
         self._maps = W.VBox([row([figure_box(self.head_view, 420, min_width=420), figure_box(self.heatmap, 520),
                                   figure_box(self.stats, 380)]),
@@ -139,7 +150,6 @@ class AttentionMapsApp:
         self.mask.observe(on(self._on_run), names="value")
         self.export_format.observe(on(self._on_export_format), names="value")
         self.export_button.on_click(on(self._on_export))
-        self._update_status()
 
         controls = W.VBox([
             row([self.preset, self.mask]),
@@ -170,6 +180,12 @@ class AttentionMapsApp:
         ])
         self.widget.add_class("attn-app")
         harden(self.widget, self.message, "attn-error")
+        soon(self._complete, self.message, "attn-error")
+
+    def _complete(self) -> None:
+        """The views after the head view (scheduled by the constructor; also run by any control that comes first)."""
+        if self._pending:
+            self._refresh(head_view=False)  # the head view is drawn already
 
     # --- model ----------------------------------------------------------------------------------------
     def _compute(self, text: str) -> None:
@@ -190,7 +206,7 @@ class AttentionMapsApp:
         with torch.no_grad(), record(model, ["*.hook_pattern", *QKV]) as trace:
             model(encoding.input_ids, mask=mask)
         patterns = stack_patterns(trace)[:, 0]  # (layer, head, query, key)
-        self.streamed = _streamed(trace, mask)
+        self._streamed, self._stream_inputs = None, (trace, mask)  # streamed when first shown
         special = special_token_mask(encoding.tokens)  # (token,)
         self.encoding = encoding
         self.patterns = patterns
@@ -198,9 +214,10 @@ class AttentionMapsApp:
         n = len(encoding.tokens)
         self._blocked = None if mask is None else (~mask.dense(n, n)).numpy()
         self._stats_cache: dict[bool, tuple] = {}
+        self._head_columns: dict[tuple, tuple[dict, dict]] = {}
         self._rollouts = {}
         self._thumbs, self._thumb_factor = downsample_pattern(patterns, THUMB_MAX)  # (layer, head, a, b)
-        self._model_view = None  # built on first show: 72 subplots take 0.5 s, so only the frame moves afterwards
+        self._model_view = None  # built on first show (a spec: another selection moves only its frame)
         self.window.max = max(0, n - HEAD_VIEW_WINDOW)
         self.window.value = min(self.window.value, self.window.max)
         self.window.layout.visibility = "visible" if n > HEAD_VIEW_WINDOW else "hidden"
@@ -220,7 +237,7 @@ class AttentionMapsApp:
         check("attention_fused", len(encoding.tokens), d=config.hidden_size, heads=config.num_attention_heads)
         with torch.no_grad(), record(model, QKV) as trace:
             model(encoding.input_ids, mask=mask)
-        self.streamed = _streamed(trace, mask)
+        self._streamed, self._stream_inputs = _streamed(trace, mask), None
         self.encoding = encoding
         self.patterns = None
         self.run_seconds = time.perf_counter() - start
@@ -229,6 +246,13 @@ class AttentionMapsApp:
         self.notice.value = (f"<div class='attn-stats-only' style='color:#9a6700'>⚠ {html.escape(str(refusal))}. "
                              f"Showing what needs no n×n matrix: the streamed statistics at the bottom{truncated}."
                              "</div>")
+
+    @property
+    def streamed(self) -> AttentionStats:
+        """Streamed statistics of every layer (layer, head, token[, bucket]) for the current input."""
+        if self._streamed is None:
+            self._streamed, self._stream_inputs = _streamed(*self._stream_inputs), None
+        return self._streamed
 
     @property
     def stats_only(self) -> bool:
@@ -308,29 +332,37 @@ class AttentionMapsApp:
         return entropy, distance, share, distance_buckets(N_BUCKETS), title, self.head.value
 
     def _head_view_columns(self) -> tuple[dict, dict]:
+        """Head-view columns of the selection, remembered per (layer, head, window) for this input."""
         layer, head = self.layer.value - 1, self.head.value
-        heads = range(self.patterns.shape[1]) if head < 0 else [head]
-        return head_view_data(self.encoding.tokens, self.patterns[layer].numpy(), heads, start=self.window.value,
-                              size=HEAD_VIEW_WINDOW)
+        key = (layer, head, self.window.value)
+        if key not in self._head_columns:
+            heads = range(self.patterns.shape[1]) if head < 0 else [head]
+            self._head_columns[key] = head_view_data(self.encoding.tokens, self.patterns[layer].numpy(), heads,
+                                                     start=self.window.value, size=HEAD_VIEW_WINDOW)
+            while len(self._head_columns) > 16:  # long inputs have thousands of lines per selection
+                self._head_columns.pop(next(iter(self._head_columns)))
+        return self._head_columns[key]
 
-    def _model_view_figure(self):
-        """The model view of this input, built once per input; selecting a head moves only its frame."""
+    def _model_view_figure(self) -> dict:
+        """The model view of this input (a spec), its thumbnails set once per input; a selection moves its frame."""
         if self._model_view is None:
-            self._model_view = model_view_figure(self._thumbs.numpy(), self._selected())
-        else:
-            self._model_view.layout.shapes[0].update(**thumbnail_frame(self._selected(), self._thumbs.shape[1]))
-        return self._model_view
+            self._model_view = model_view_spec(self._thumbs.numpy(), self._selected())
+        return model_view_select(self._model_view, self._selected(), self._thumbs.shape[1])
 
-    def _refresh(self) -> None:
-        """Show the current input and selection: each figure rebuilt by ``explorer.viz`` from the numbers."""
-        self.histogram.update(streamed_stats_figure(*self._streamed_panel()))
+    def _refresh(self, head_view: bool = True) -> None:
+        """Show the current input and selection: each figure's spec from ``explorer.viz`` gets the new numbers."""
+        self._pending = False
+        self.histogram.update(streamed_stats_spec(*self._streamed_panel()))
         self._maps.layout.display = "none" if self.stats_only else None
         if self.stats_only:
             self._update_status()
             return
-        self.heatmap.update(attention_heatmap(*self._matrix()))
+        self.heatmap.update(attention_heatmap_spec(*self._matrix()))
         self.model_view.update(self._model_view_figure())
-        self.stats.update(head_stats_figure(*self._layer_stats(), selected=max(self.head.value, 0)))
+        self.stats.update(head_stats_spec(*self._layer_stats(), selected=max(self.head.value, 0)))
+        if not head_view:
+            self._update_status()
+            return
         token_cols, line_cols = self._head_view_columns()
         y_range = head_view_y_range(token_cols)
         # the Python figure stays the source of truth (exports re-serialise it); the page is updated in place
@@ -367,6 +399,7 @@ class AttentionMapsApp:
             self._on_run()
 
     def _on_thumbnail(self, index: int) -> None:
+        self._complete()
         if self.stats_only:
             return
         heads = self.patterns.shape[1]
@@ -382,6 +415,7 @@ class AttentionMapsApp:
         self.head_view.show(self._head_plot)
 
     def _on_export(self) -> None:
+        self._complete()
         if self.stats_only and self.export_what.value != "streamed":
             raise ValueError("this input has no attention maps (statistics-only mode): export 'streamed statistics'")
         figure = {"heatmap": self.heatmap, "model": self.model_view, "stats": self.stats,

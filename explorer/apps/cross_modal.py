@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import html
+from collections import OrderedDict
 
 import ipywidgets as W
 import numpy as np
 import torch
 
-from explorer.apps._callbacks import callback, quietly
+from explorer.apps._callbacks import callback, quietly, soon
 from explorer.apps._comm_guard import harden
 from explorer.apps._layout import WidthWatcher, figure_box, row
 from explorer.apps._plot import PlotView
@@ -18,11 +19,12 @@ from explorer.data.shapes import ANSWERS, COLOURS, SHAPES, VOCAB, generate_scene
 from explorer.guard import check
 from explorer.hooks import record
 from explorer.models.cross_modal import ANSWER_TOKEN, load_cross_modal
-from explorer.viz.cross_modal import cross_modal_figure
+from explorer.viz.cross_modal import cross_modal_spec
 
 __all__ = ["CrossModalApp"]
 
 MAX_SEED = 1_000_000
+MEMO = 32  # model outputs remembered per (seed, objects, question): about 0.2 MB each
 IG_STEPS = 32  # interpolation steps of Integrated Gradients
 
 
@@ -68,9 +70,10 @@ class CrossModalApp:
             widget.add_class(name)
 
         self._busy = False
+        self._memo: OrderedDict[tuple, tuple] = OrderedDict()  # (seed, objects, question) -> model outputs
         self._make_scene()
         self._run()
-        self.figure = PlotView(cross_modal_figure(*self._figure_arrays()), "xm-figure")
+        self.figure = PlotView(cross_modal_spec(*self._figure_arrays()), "xm-figure")
 
         def on(action):
             return callback(action, self.message, "xm-error")
@@ -126,10 +129,15 @@ class CrossModalApp:
                 return i
         return None
 
-    def _run(self) -> None:
-        text = self.query.value
+    def _evaluate(self, scene, seed: int, text: str) -> tuple:
+        """``(patterns, probs, ig)`` of the model on ``scene`` (made from ``seed``) and ``text``, remembered per
+        (seed, objects, text): a scene is a deterministic function of its seed, size and object count."""
+        key = (seed, len(scene.objects), text)
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            return self._memo[key]
         ids = torch.tensor([tokenize(text)])  # (1, token); raises ValueError listing the vocabulary
-        image = self.scene.image[None]  # (1, 3, height, width)
+        image = scene.image[None]  # (1, 3, height, width)
         # Integrated Gradients runs the model on IG_STEPS interpolated images at once, keeping activations for the
         # backward pass: ask the memory guard for that batch of every layer's patch attention first
         config = self.model.config
@@ -137,12 +145,27 @@ class CrossModalApp:
               heads=config.heads, batch=IG_STEPS * 2 * config.layers)
         with torch.no_grad(), record(self.model, "*.cross_attn.hook_pattern") as trace:
             logits = self.model(image, ids)  # (1, answers)
+        patterns = stack_patterns(trace, "*.cross_attn.hook_pattern")[:, 0]  # (layer, head, token, patch)
+        probs = logits.softmax(-1)[0]
+        prediction = int(probs.argmax())
+        ig = integrated_gradients(self.model, image, ids, target=torch.tensor([prediction]), steps=IG_STEPS)[0]
+        self._memo[key] = (patterns, probs, ig)
+        while len(self._memo) > MEMO:
+            self._memo.popitem(last=False)
+        return self._memo[key]
+
+    def _prefetch(self) -> None:
+        """Compute the next "New scene" (seed + 1, its first question) while the visitor looks at this one."""
+        seed = (self.seed.value + 1) % (MAX_SEED + 1)
+        scene = generate_scene(seed, size=self.model.config.image_size, n_objects=self.n_objects.value)
+        attribute = "colour" if self.kind.value == "shape_of_colour" else "shape"
+        self._evaluate(scene, seed, question(self.kind.value, getattr(scene.objects[0], attribute)))
+
+    def _run(self) -> None:
+        text = self.query.value
+        self.patterns, self.probs, self.ig = self._evaluate(self.scene, self.seed.value, text)
         self.text = text
-        self.tokens = [VOCAB[i] for i in ids[0].tolist()]
-        self.patterns = stack_patterns(trace, "*.cross_attn.hook_pattern")[:, 0]  # (layer, head, token, patch)
-        self.probs = logits.softmax(-1)[0]
-        prediction = int(self.probs.argmax())
-        self.ig = integrated_gradients(self.model, image, ids, target=torch.tensor([prediction]), steps=IG_STEPS)[0]
+        self.tokens = [VOCAB[i] for i in tokenize(text)]
         self._target = self._target_index()
         # token 0 is the one the answer head reads: its attention is what localisation is measured on
         token_options = [("all tokens (mean)", -1)] + [
@@ -199,12 +222,14 @@ class CrossModalApp:
         if self._busy:
             return
         self._update_text()
-        self.figure.update(cross_modal_figure(*self._figure_arrays()))
+        self.figure.update(cross_modal_spec(*self._figure_arrays()))
 
     # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------
 
     def _on_new_scene(self) -> None:
         self.seed.value = (self.seed.value + 1) % (MAX_SEED + 1)  # observed: triggers _on_scene
+        # in a kernel, the next scene is computed right after this one is shown (none in tests: nothing extra runs)
+        soon(self._prefetch, self.message, "xm-error", what="prepare the next scene", run_now=False)
 
     def _on_scene(self) -> None:
         self._make_scene()

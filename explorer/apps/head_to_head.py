@@ -19,9 +19,10 @@ from explorer.analysis.equivariance import shift_images
 from explorer.analysis.looks_at import looks_at
 from explorer.data.digits import digits_dataset
 from explorer.guard import check
-from explorer.train.head_to_head import (CANVAS, MAX_SHIFT, MODELS, RESULT_FILES, default_head_to_head_dir,
-                                         load_head_to_head, load_results)
-from explorer.viz.head_to_head import (digit_figure, flip_rows, learning_curves_figure, probability_figure,
+from explorer.models.head_to_head import (CANVAS, MAX_SHIFT, MODELS, RESULT_FILES, default_head_to_head_dir,
+                                          load_head_to_head, load_results)
+from explorer.viz._spec import figure_spec
+from explorer.viz.head_to_head import (digit_spec, flip_rows, learning_curves_figure, probability_spec,
                                        shift_flips_figure)
 
 __all__ = ["HeadToHeadApp", "NAMES", "OVERLAYS", "IG_STEPS", "EFFICIENCY_FILE"]
@@ -126,9 +127,11 @@ class HeadToHeadApp:
         self._attention_controls.add_class("h2h-attention-controls")
 
         self._busy = False
+        self._results: dict[tuple, tuple] = {}  # (model, index, shift) -> (looks_at result, image, label)
+        self._flip_specs: dict[tuple, dict] = {}  # (model, |shift|) -> flips figure spec
         self._set_model_controls()
         self._run()
-        self.figure = PlotView(digit_figure(*self._digit_arrays()), "h2h-figure")
+        self.figure = PlotView(digit_spec(*self._digit_arrays()), "h2h-figure")
         self.probs_figure = PlotView(self._probs(), "h2h-probs")
         self.learning_figure = PlotView(self._learning(), "h2h-learning")
         self.flips_figure = PlotView(self._flips(), "h2h-flips")
@@ -221,9 +224,14 @@ class HeadToHeadApp:
         name, index, shift = self.model.value, self.index.value, self.shift.value
         model = self.models[name][0]
         self._check_budget(model)
-        image = shift_images(self.images[index:index + 1], 0, shift, SHIFT_MODE)  # (1, 1, height, width)
-        result = looks_at(model, image[0], steps=IG_STEPS)  # the maps explain the predicted class
-        self.result, self.image, self.label = result, image[0, 0], int(self.labels[index])
+        key = (name, index, shift)
+        if key not in self._results:  # the same model, image and shift again (a slider moved back): nothing runs
+            image = shift_images(self.images[index:index + 1], 0, shift, SHIFT_MODE)  # (1, 1, height, width)
+            result = looks_at(model, image[0], steps=IG_STEPS)  # the maps explain the predicted class
+            self._results[key] = (result, image[0, 0], int(self.labels[index]))
+            while len(self._results) > 64:
+                self._results.pop(next(iter(self._results)))
+        self.result, self.image, self.label = self._results[key]
         self._update_text()
 
     def _overlay_map(self) -> np.ndarray:
@@ -255,14 +263,19 @@ class HeadToHeadApp:
 
     def _probs(self):
         r = self.result
-        return probability_figure(r.probs.numpy(), r.predicted, self.label)
+        return probability_spec(r.probs.numpy(), r.predicted, self.label)
 
     def _learning(self):
         curves = {} if self.efficiency is None else self.efficiency["curves"]
         return learning_curves_figure(curves, NAMES, selected=self.model.value, empty=self._no_efficiency)
 
-    def _flips(self):
-        return shift_flips_figure(self.flip_rows, NAMES, selected=self.model.value, shift=self.shift.value)
+    def _flips(self) -> dict:
+        """The shipped flip rates with the chosen model and shift marked: built (validated) once per choice."""
+        key = (self.model.value, abs(self.shift.value))
+        if key not in self._flip_specs:
+            self._flip_specs[key] = figure_spec(shift_flips_figure(self.flip_rows, NAMES, selected=key[0],
+                                                                   shift=self.shift.value))
+        return self._flip_specs[key]
 
     def _update_text(self) -> None:
         r, label = self.result, self.label
@@ -283,10 +296,10 @@ class HeadToHeadApp:
         if self._busy:
             return
         self._attention_controls_enabled()
-        self.figure.update(digit_figure(*self._digit_arrays()))
+        self.figure.update(digit_spec(*self._digit_arrays()))
 
     def _redraw(self) -> None:
-        self.figure.update(digit_figure(*self._digit_arrays()))
+        self.figure.update(digit_spec(*self._digit_arrays()))
         self.probs_figure.update(self._probs())
 
     # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------

@@ -18,8 +18,9 @@ from explorer.apps._plot import PlotView
 from explorer.data.sequences import LENGTH, MAX_DISTANCE, long_range_batch
 from explorer.guard import check
 from explorer.hooks import record
-from explorer.train.long_range import MODELS, default_long_range_dir, load_long_range, load_long_range_model
-from explorer.viz.long_range import accuracy_distance_figure, sequence_figure
+from explorer.models.long_range import MODELS, default_long_range_dir, load_long_range, load_long_range_model
+from explorer.viz._spec import figure_spec
+from explorer.viz.long_range import accuracy_distance_figure, curves_at_distance, sequence_spec
 
 __all__ = ["LongRangeApp", "NAMES", "MAX_SEED"]
 
@@ -72,6 +73,7 @@ class LongRangeApp:
                              (self.message, "lr-message")):
             widget.add_class(name)
 
+        self._results: dict[tuple[int, int], tuple] = {}  # (distance, seed) -> (batch, probabilities, attention rows)
         self._run()
         self.curves_figure = PlotView(self._curves(), "lr-curves")
         self.sequence_figure = PlotView(self._sequence(), "lr-sequence")
@@ -109,6 +111,11 @@ class LongRangeApp:
         attention = self.models["attention"][0]
         config = attention.config
         check("attention_math", LENGTH, d=config.embed, heads=config.heads, batch=len(attention.blocks))
+        key = (distance, seed)
+        if key in self._results:  # this example was run already (the slider moved back): nothing runs again
+            self.batch, self.probs, self.rows = self._results[key]
+            self._update_text()
+            return
         batch = long_range_batch([distance], seed=seed)
         probs = {}
         with torch.no_grad():
@@ -123,6 +130,9 @@ class LongRangeApp:
                     logits = model(batch.inputs)
                 probs[name] = float(torch.softmax(logits[0], -1)[1])  # class 1: A comes first
         self.batch, self.probs = batch, probs
+        self._results[key] = (batch, probs, self.rows)
+        while len(self._results) > 64:
+            self._results.pop(next(iter(self._results)))
         self._update_text()
 
     @property
@@ -151,11 +161,15 @@ class LongRangeApp:
                              f"data-seed='{self.seed.value}' data-label='{truth}' data-answers='{','.join(answers)}'>"
                              f"Truth: <b>{first}</b> comes first ({note}).<br>" + " · ".join(parts) + "</div>")
 
-    def _curves(self):
-        summary = self.results["summary"]
-        curves = {name: summary[name]["accuracy"] for name in MODELS if name in summary}
-        attention = summary.get("attention", {}).get("attention")
-        return accuracy_distance_figure(curves, self.fields, self.labels, attention, self.distance.value)
+    def _curves(self) -> dict:
+        """The curves (shipped results: built and validated once) with the line at the chosen distance (a spec)."""
+        if getattr(self, "_curves_spec", None) is None:
+            summary = self.results["summary"]
+            curves = {name: summary[name]["accuracy"] for name in MODELS if name in summary}
+            attention = summary.get("attention", {}).get("attention")
+            self._curves_spec = figure_spec(
+                accuracy_distance_figure(curves, self.fields, self.labels, attention, self.distance.value))
+        return curves_at_distance(self._curves_spec, self.distance.value)
 
     def _sequence(self):
         b = self.batch
@@ -165,8 +179,8 @@ class LongRangeApp:
         head = "heads averaged" if self.head.value == -1 else f"head {self.head.value + 1}"
         title = (f"seed {self.seed.value}: {names[0]} at {first}, {names[1]} at {second} (d = {second - first}); "
                  f"attention layer {self.layer.value + 1}, {head}")
-        return sequence_figure(b.tokens[0].numpy(), first, second, names, cnn_fields, self.labels,
-                               self.attention_row, title)
+        return sequence_spec(b.tokens[0].numpy(), first, second, names, cnn_fields, self.labels,
+                             self.attention_row, title)
 
     # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------
     def _on_next(self) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict
 
 import ipywidgets as W
 import numpy as np
-import plotly.graph_objects as go
 import torch
 
 from explorer.apps._callbacks import callback
@@ -17,11 +17,12 @@ from explorer.analysis import ZeroGradient, effective_receptive_field, receptive
 from explorer.data import PHOTOS, load_photo
 from explorer.guard import check
 from explorer.models import ConvStackConfig, build_conv_stack
-from explorer.viz.receptive_field import receptive_field_figure, rf_table_html
+from explorer.viz.receptive_field import receptive_field_spec, rf_table_html
 
 __all__ = ["ReceptiveFieldApp"]
 
 
+MEMO = 64  # networks and effective fields remembered (a few MB at the default photo height)
 DILATIONS = [("1", 1), ("2", 2), ("3", 3), ("4", 4), ("doubling 1, 2, 4, ...", "doubling")]
 
 
@@ -92,6 +93,10 @@ class ReceptiveFieldApp:
         self.message.add_class("rf-message")
         self.table = W.HTML()
 
+        # computed results, remembered per choice (a slider moved back and forth recomputes nothing):
+        # (config, photo, ERF input) -> (model, field, output shape); (that key, position) -> ERF
+        self._models: OrderedDict[tuple, tuple] = OrderedDict()
+        self._erfs: OrderedDict[tuple, object] = OrderedDict()
         self._image = None  # (height, width, 3) uint8 shown
         self._input = None  # (1, 3, height, width) float tensor fed to the network
         self._load_input()
@@ -138,14 +143,19 @@ class ReceptiveFieldApp:
     def _rebuild(self, config: ConvStackConfig, centre: bool) -> None:
         """New architecture: rebuild the model, its field table and the position sliders."""
         self._guard(config)
-        model = build_conv_stack(config)
-        with torch.no_grad():
-            out = model(self._input)  # (1, channel, out_height, out_width)
-        if out.shape[-1] < 1 or out.shape[-2] < 1:
-            raise ValueError("the stack shrinks the image to nothing; use fewer layers, stride or pooling")
-        self.model = model
-        self.rf = receptive_field(model)
-        self.output_shape = tuple(out.shape[-2:])
+        key = (config, self.photo.value, self.erf_input.value)
+        if key not in self._models:  # models are seeded: the same choices build the same network
+            model = build_conv_stack(config)
+            with torch.no_grad():
+                out = model(self._input)  # (1, channel, out_height, out_width)
+            if out.shape[-1] < 1 or out.shape[-2] < 1:
+                raise ValueError("the stack shrinks the image to nothing; use fewer layers, stride or pooling")
+            self._models[key] = (model, receptive_field(model), tuple(out.shape[-2:]))
+        self._models.move_to_end(key)
+        while len(self._models) > MEMO:
+            self._models.popitem(last=False)
+        self.model, self.rf, self.output_shape = self._models[key]
+        self._model_key = key
         self._busy = True
         try:
             for slider, size in zip((self.row, self.col), self.output_shape):
@@ -160,10 +170,16 @@ class ReceptiveFieldApp:
     def _compute_erf(self) -> None:
         self.position = (self.row.value, self.col.value)
         self._guard(self.config)
-        try:
-            self.erf = effective_receptive_field(self.model, self._input, position=self.position)
-        except ZeroGradient:  # a real answer for this position, not a failure: the view shows it, nothing stale
-            self.erf = None
+        key = (self._model_key, self.position)
+        if key not in self._erfs:
+            try:
+                self._erfs[key] = effective_receptive_field(self.model, self._input, position=self.position)
+            except ZeroGradient:  # a real answer for this position, not a failure: the view shows it, nothing stale
+                self._erfs[key] = None
+        self._erfs.move_to_end(key)
+        while len(self._erfs) > MEMO:
+            self._erfs.popitem(last=False)
+        self.erf = self._erfs[key]
         out = self.rf.output
         size, stride, padding = out.size, out.stride, out.padding
         if self.erf is None:
@@ -203,10 +219,11 @@ class ReceptiveFieldApp:
         erf_box = ((cy - r95, cy + r95), (cx - r95, cx + r95))
         return rf_box, erf_box, centre
 
-    def _make_figure(self) -> go.Figure:
+    def _make_figure(self) -> dict:
+        """The figure as a spec: built (validated) once per image size, then only its values change."""
         rf_box, erf_box, centre = self._boxes()
         erf = np.zeros(self._image.shape[:2], np.float32) if self.erf is None else self.erf.grad.numpy()
-        return receptive_field_figure(self._image, erf, rf_box, erf_box, centre)
+        return receptive_field_spec(self._image, erf, rf_box, erf_box, centre)
 
     # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------
     def _on_arch(self) -> None:

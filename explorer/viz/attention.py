@@ -18,7 +18,8 @@ from plotly.subplots import make_subplots
 __all__ = [
     "HEAD_COLOURS", "HEAD_VIEW_NAMES", "head_view_data", "head_view_figure", "head_view_y_range",
     "attention_heatmap", "heatmap_axes", "model_view_figure", "head_stats_figure", "streamed_stats_figure", "bucket_labels", "mask_veil",
-    "thumbnail_frame", "VEIL_SCALE",
+    "thumbnail_frame", "VEIL_SCALE", "attention_heatmap_spec", "model_view_spec", "model_view_select",
+    "head_stats_spec", "streamed_stats_spec",
 ]
 
 # 12 distinguishable colours (bertviz-like), cycled for more heads
@@ -285,3 +286,88 @@ def streamed_stats_figure(entropy: np.ndarray, distance: np.ndarray, histogram: 
 
 def bar_colours(n: int, selected: int) -> list[str]:
     return ["#e4572e" if i == selected else "#4c78a8" for i in range(n)]
+
+
+# --- spec forms (see explorer.viz._spec): the validated builders above build a skeleton once; controls patch it ---
+_SKELETONS = {}
+
+
+def _skeletons(name: str):
+    from explorer.viz._spec import SkeletonCache
+
+    if name not in _SKELETONS:
+        _SKELETONS[name] = SkeletonCache()
+    return _SKELETONS[name]
+
+
+def attention_heatmap_spec(pattern: np.ndarray, tokens: Sequence[str], blocked: np.ndarray | None = None,
+                           title: str = "", factor: int = 1) -> dict:
+    """:func:`attention_heatmap` as a spec: built (validated) once per size and tick labels, then only the weights,
+    veil and title change."""
+    from explorer.viz._spec import patch
+
+    pattern = np.asarray(pattern, dtype=np.float32)
+    if pattern.ndim != 2:
+        raise ValueError(f"pattern must be 2-D (query, key), got shape {pattern.shape}")
+    veil = mask_veil(blocked, pattern.shape)
+    labelled = factor == 1 and len(tokens) <= LABELLED_TOKENS
+    key = (pattern.shape, len(tokens), factor, tuple(tokens) if labelled else None)
+    skeleton, fresh = _skeletons("heatmap").get(key, lambda: attention_heatmap(pattern, tokens, blocked, title, factor))
+    if fresh:
+        return skeleton
+    return patch(skeleton, data={0: {"z": pattern}, 1: {"z": veil}}, layout={"title": {"text": title}})
+
+
+def model_view_spec(thumbs: np.ndarray, selected: tuple[int, int] = (0, 0)) -> dict:
+    """:func:`model_view_figure` as a spec: the grid is built (validated) once per thumbnail shape; another input
+    replaces the thumbnails. Move the frame of a spec with :func:`model_view_select`."""
+    from explorer.viz._spec import patch
+
+    thumbs = np.asarray(thumbs, dtype=np.float32)
+    if thumbs.ndim != 4:
+        raise ValueError(f"thumbs must be (layer, head, query, key), got shape {thumbs.shape}")
+    skeleton, fresh = _skeletons("model-view").get(thumbs.shape, lambda: model_view_figure(thumbs, selected))
+    if fresh:
+        return skeleton
+    heads = thumbs.shape[1]
+    spec = patch(skeleton, data={l * heads + h: {"z": thumbs[l, h]} for l in range(thumbs.shape[0])
+                                 for h in range(heads)})
+    return model_view_select(spec, selected, heads)
+
+
+def model_view_select(spec: dict, selected: tuple[int, int], heads: int) -> dict:
+    """The model-view spec (``heads`` columns) with its frame around ``selected``; the thumbnails are shared."""
+    from explorer.viz._spec import patch
+
+    return patch(spec, layout={"shapes": {0: thumbnail_frame(selected, heads)}})
+
+
+def head_stats_spec(entropy: np.ndarray, distance: np.ndarray, sink: np.ndarray, selected: int = 0) -> dict:
+    """:func:`head_stats_figure` as a spec: built (validated) once per head count, then bars and colours change."""
+    from explorer.viz._spec import patch
+
+    n = len(entropy)
+    skeleton, fresh = _skeletons("stats").get(n, lambda: head_stats_figure(entropy, distance, sink, selected))
+    if fresh:
+        return skeleton
+    colours = bar_colours(n, selected)
+    return patch(skeleton, data={i: {"y": np.asarray(values, dtype=float), "marker": {"color": colours}}
+                                 for i, values in enumerate((entropy, distance, sink))})
+
+
+def streamed_stats_spec(entropy: np.ndarray, distance: np.ndarray, histogram: np.ndarray,
+                        buckets: Sequence[tuple[int, int | None]], title: str = "", selected: int = -1) -> dict:
+    """:func:`streamed_stats_figure` as a spec: built (validated) once per shape, then values and title change."""
+    from explorer.viz._spec import patch
+
+    histogram = np.asarray(histogram, dtype=float)
+    key = (histogram.shape, tuple(buckets))
+    skeleton, fresh = _skeletons("streamed").get(
+        key, lambda: streamed_stats_figure(entropy, distance, histogram, buckets, title, selected))
+    if fresh:
+        return skeleton
+    colours = bar_colours(histogram.shape[0], selected)
+    return patch(skeleton, data={0: {"x": np.asarray(entropy, dtype=float), "marker": {"color": colours}},
+                                 1: {"x": np.asarray(distance, dtype=float), "marker": {"color": colours}},
+                                 2: {"z": histogram}},
+                 layout={"title": {"text": title}})

@@ -12,10 +12,23 @@ from explorer.viz.receptive_field import png_data_uri
 
 from explorer.viz.receptive_field import Box, box_shape
 
-__all__ = ["cross_modal_figure", "object_box", "normalise", "OVERLAY_SCALE"]
+__all__ = ["cross_modal_figure", "cross_modal_spec", "object_box", "normalise", "OVERLAY_SCALE"]
 
 # transparent -> red, so the scene stays visible under weak attention
 OVERLAY_SCALE = [[0.0, "rgba(228,87,46,0.0)"], [1.0, "rgba(228,87,46,0.85)"]]
+
+
+def _checked(image, attention, ig, heads) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(image, maps)``: the RGB scene and its maps (attention, Integrated Gradients, each head), each checked to
+    have the scene's height and width."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must have shape (height, width, 3), got {image.shape}")
+    maps = [np.asarray(attention), np.asarray(ig), *np.asarray(heads)]
+    for m in maps:
+        if m.shape != image.shape[:2]:
+            raise ValueError(f"every map must have the image's shape {image.shape[:2]}, got {m.shape}")
+    return image, maps
 
 
 def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray, heads: np.ndarray,
@@ -35,13 +48,7 @@ def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray,
         Figure whose panel k has trace 2k = the scene, 2k+1 = the overlay (normalised to its own maximum);
         shape k outlines the object in panel k. Apps update these in place.
     """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must have shape (height, width, 3), got {image.shape}")
-    maps = [np.asarray(attention), np.asarray(ig), *np.asarray(heads)]
-    for m in maps:
-        if m.shape != image.shape[:2]:
-            raise ValueError(f"every map must have the image's shape {image.shape[:2]}, got {m.shape}")
+    image, maps = _checked(image, attention, ig, heads)
     n_heads = len(maps) - 2
     cols = max(n_heads, 2)
     specs = [[{"colspan": cols // 2}] + [None] * (cols // 2 - 1) + [{"colspan": cols - cols // 2}]
@@ -68,6 +75,31 @@ def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray,
     fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
                       uirevision="cross-modal", font={"size": 11})
     return fig
+
+
+_SKELETONS = None
+
+
+def cross_modal_spec(image: np.ndarray, attention: np.ndarray, ig: np.ndarray, heads: np.ndarray,
+                     box: Box | None = None, titles: Sequence[str] | None = None) -> dict:
+    """:func:`cross_modal_figure` as a spec (see :mod:`explorer.viz._spec`): built, with validation, once per image
+    size, head count and titles; later calls change only the scene, the overlays and the object's outline."""
+    global _SKELETONS
+    from explorer.viz._spec import SkeletonCache, cached_png_uri, patch
+
+    if _SKELETONS is None:
+        _SKELETONS = SkeletonCache()
+    image, maps = _checked(image, attention, ig, heads)
+    key = (image.shape, len(maps), None if titles is None else tuple(titles))
+    skeleton, fresh = _SKELETONS.get(key, lambda: cross_modal_figure(image, attention, ig, heads, box, titles))
+    if fresh:
+        return skeleton
+    source, outline = cached_png_uri(image), object_box(box)
+    data = {}
+    for k, values in enumerate(maps):
+        data[2 * k] = {"source": source}
+        data[2 * k + 1] = {"z": normalise(values)}
+    return patch(skeleton, data=data, layout={"shapes": {k: outline for k in range(len(maps))}})
 
 
 def normalise(values: np.ndarray) -> np.ndarray:

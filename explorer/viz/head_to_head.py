@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from explorer.viz.cross_modal import OVERLAY_SCALE, normalise
 
 __all__ = ["digit_figure", "probability_figure", "learning_curves_figure", "shift_flips_figure", "flip_rows",
-           "looks_at_grid", "MODEL_COLOURS", "INK_SCALE"]
+           "looks_at_grid", "MODEL_COLOURS", "INK_SCALE", "digit_spec", "probability_spec"]
 
 # one colour per shipped model, the same in every figure (CNNs blue/purple, ViTs red/orange, the hybrid green)
 MODEL_COLOURS = {"cnn": "#1f77b4", "se_cnn": "#9467bd", "vit": "#d62728", "vit_nopos": "#ff7f0e",
@@ -215,3 +215,47 @@ def looks_at_grid(vit: object, cnn: object, image: np.ndarray) -> go.Figure:
     fig.update_annotations(font_size=12)
     fig.update_layout(height=640, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
+
+
+# --- spec forms (see explorer.viz._spec): built, with validation, once; a control then patches values ---------
+_SKELETONS = {}
+
+
+def _skeleton(name: str, key, build):
+    from explorer.viz._spec import SkeletonCache
+
+    if name not in _SKELETONS:
+        _SKELETONS[name] = SkeletonCache()
+    return _SKELETONS[name].get(key, build)
+
+
+def digit_spec(image: np.ndarray, overlay: np.ndarray, title: str = "") -> dict:
+    """:func:`digit_figure` as a spec: built (validated) once per image size; then pixels, overlay and title."""
+    from explorer.viz._spec import patch
+
+    image, overlay = np.asarray(image, dtype=np.float32), np.asarray(overlay, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"image must have shape (height, width), got {image.shape}")
+    if overlay.shape != image.shape:
+        raise ValueError(f"overlay must have the image's shape {image.shape}, got {overlay.shape}")
+    skeleton, fresh = _skeleton("digit", image.shape, lambda: digit_figure(image, overlay, title))
+    if fresh:
+        return skeleton
+    return patch(skeleton, data={0: {"z": image}, 1: {"z": normalise(np.abs(overlay))}},
+                 layout={"title": {"text": title}})
+
+
+def probability_spec(probs: np.ndarray, predicted: int, target: int | None = None) -> dict:
+    """:func:`probability_figure` as a spec: built (validated) once per class count; then bars and colours."""
+    from explorer.viz._spec import patch
+
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 1 or probs.size == 0:
+        raise ValueError(f"probs must have shape (classes,), got {probs.shape}")
+    skeleton, fresh = _skeleton("probs", probs.size, lambda: probability_figure(probs, predicted, target))
+    if fresh:
+        return skeleton
+    classes = range(probs.size)
+    colours = ["#e4572e" if c == predicted else "#9ecae1" for c in classes]
+    lines = [2.5 if c == target else 0 for c in classes]
+    return patch(skeleton, data={0: {"y": probs, "marker": {"color": colours, "line": {"width": lines}}}})

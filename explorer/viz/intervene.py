@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["head_numbers_figure", "patching_figure", "output_change_figure", "query_key_figure", "DIVERGING",
-           "CLEAN_COLOUR", "ABLATED_COLOUR"]
+__all__ = ["head_numbers_figure", "patching_figure", "output_change_figure", "output_change_spec", "query_key_figure",
+           "DIVERGING", "CLEAN_COLOUR", "ABLATED_COLOUR"]
 
 DIVERGING = "RdBu"          # signed numbers, 0 in white (plotly's RdBu: negative red, positive blue)
 CLEAN_COLOUR = "#7f7f7f"    # the unchanged model
@@ -132,6 +132,14 @@ def patching_figure(restored: object, clean: float, corrupted: float, word: str 
     return go.Figure([trace], layout)
 
 
+def _output_vectors(labels, pair, batch_clean, batch_now, probability_clean, probability_now, accuracy):
+    """The output figure's numbers as checked float64 vectors: one per batch pair (``len(labels)``) or two."""
+    n = len(labels)
+    return (_vector("batch_clean", batch_clean, n), _vector("batch_now", batch_now, n),
+            _vector("probability_clean", probability_clean, n), _vector("probability_now", probability_now, n),
+            _vector("pair", pair, 2), _vector("accuracy", accuracy, 2))
+
+
 def output_change_figure(pair: tuple[float, float], batch_clean: object, batch_now: object,
                          probability_clean: object, probability_now: object, labels: Sequence[str],
                          accuracy: tuple[float, float], ablated: int = 0) -> go.Figure:
@@ -151,12 +159,8 @@ def output_change_figure(pair: tuple[float, float], batch_clean: object, batch_n
         (``y`` = the values as float64).
     """
     labels = [str(label) for label in labels]
-    n = len(labels)
-    batch_clean, batch_now = _vector("batch_clean", batch_clean, n), _vector("batch_now", batch_now, n)
-    prob_clean = _vector("probability_clean", probability_clean, n)
-    prob_now = _vector("probability_now", probability_now, n)
-    pair_values = _vector("pair", pair, 2)
-    accuracy_values = _vector("accuracy", accuracy, 2)
+    batch_clean, batch_now, prob_clean, prob_now, pair_values, accuracy_values = _output_vectors(
+        labels, pair, batch_clean, batch_now, probability_clean, probability_now, accuracy)
     now_name = "unchanged" if ablated == 0 else f"{ablated} head{'s' if ablated != 1 else ''} ablated"
     style = {"clean": {"marker": {"color": CLEAN_COLOUR}, "legendgroup": "clean"},
              "now": {"marker": {"color": ABLATED_COLOUR}, "legendgroup": "now"}}
@@ -267,3 +271,35 @@ def query_key_figure(q: object, k: object, product: object, dots: object, softma
                     "y1": query + 0.5, "line": {"color": "#e4572e", "width": 1.5}, "name": "query"}],
     }
     return go.Figure(traces, layout)
+
+
+_SKELETONS = None
+
+
+def output_change_spec(pair: tuple[float, float], batch_clean: object, batch_now: object,
+                       probability_clean: object, probability_now: object, labels: Sequence[str],
+                       accuracy: tuple[float, float], ablated: int = 0) -> dict:
+    """:func:`output_change_figure` as a spec (see :mod:`explorer.viz._spec`): built, with validation, once per
+    batch labels; a toggle then changes only the bars, the legend name, the panel titles and the y ranges."""
+    global _SKELETONS
+    from explorer.viz._spec import SkeletonCache, patch
+
+    if _SKELETONS is None:
+        _SKELETONS = SkeletonCache()
+    labels = [str(label) for label in labels]
+    args = (pair, batch_clean, batch_now, probability_clean, probability_now, labels, accuracy, ablated)
+    skeleton, fresh = _SKELETONS.get(tuple(labels), lambda: output_change_figure(*args))
+    if fresh:
+        return skeleton
+    batch_clean, batch_now, prob_clean, prob_now, pair_values, accuracy_values = _output_vectors(
+        labels, pair, batch_clean, batch_now, probability_clean, probability_now, accuracy)
+    now_name = "unchanged" if ablated == 0 else f"{ablated} head{'s' if ablated != 1 else ''} ablated"
+    titles = (f"this pair<br>{pair_values[0]:.3f} → {pair_values[1]:.3f}",
+              f"batch similarity<br>mean {batch_clean.mean():.3f} → {batch_now.mean():.3f}",
+              f"P(own partner)<br>accuracy {accuracy_values[0]:.0%} → {accuracy_values[1]:.0%}")
+    low = min(0.0, float(np.nanmin(np.concatenate([pair_values, batch_clean, batch_now]))))
+    data = {0: {"y": pair_values[:1]}, 1: {"y": pair_values[1:], "name": now_name}, 2: {"y": batch_clean},
+            3: {"y": batch_now, "name": now_name}, 4: {"y": prob_clean}, 5: {"y": prob_now, "name": now_name}}
+    layout = {"annotations": {i: {"text": title} for i, title in enumerate(titles)},
+              "yaxis": {"range": [low, 1.0]}, "yaxis2": {"range": [low, 1.0]}}
+    return patch(skeleton, data=data, layout=layout)

@@ -10,7 +10,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["accuracy_distance_figure", "sequence_figure", "MODEL_COLOURS", "field_window"]
+__all__ = ["accuracy_distance_figure", "curves_at_distance", "sequence_figure", "sequence_spec", "MODEL_COLOURS",
+           "field_window"]
 
 # CNNs blue / purple, attention red: as in the head-to-head figures
 MODEL_COLOURS = {"cnn": "#1f77b4", "dilated_cnn": "#9467bd", "attention": "#d62728"}
@@ -153,3 +154,50 @@ def sequence_figure(tokens: np.ndarray, first: int, second: int, names: Sequence
                       title={"text": title, "font": {"size": 13}},
                       legend={"orientation": "h", "y": -0.3, "font": {"size": 11}})
     return fig
+
+
+def curves_at_distance(spec: dict, distance: int) -> dict:
+    """A spec of :func:`accuracy_distance_figure` (built with some ``distance``, see :mod:`explorer.viz._spec`)
+    with its shown-distance lines (shapes named ``distance``) moved to ``distance``; everything else is shared."""
+    from explorer.viz._spec import patch
+
+    moved = {i: {"x0": distance, "x1": distance} for i, shape in enumerate(spec["layout"].get("shapes", ()))
+             if shape.get("name") == "distance"}
+    return patch(spec, layout={"shapes": moved} if moved else None)
+
+
+_SKELETONS = None
+
+
+def sequence_spec(tokens: np.ndarray, first: int, second: int, names: Sequence[str],
+                  fields: Mapping[str, int], labels: Mapping[str, str], attention_row: np.ndarray | None,
+                  title: str = "") -> dict:
+    """:func:`sequence_figure` as a spec (see :mod:`explorer.viz._spec`): built, with validation, once per sequence
+    length and models; another example or distance changes only the bars, windows, marks and ranges."""
+    global _SKELETONS
+    from explorer.viz._spec import SkeletonCache, patch
+
+    if _SKELETONS is None:
+        _SKELETONS = SkeletonCache()
+    tokens = np.asarray(tokens)
+    length = int(tokens.shape[0])
+    key = (length, tuple(fields.items()), tuple(labels.items()), attention_row is None)
+    skeleton, fresh = _SKELETONS.get(key, lambda: sequence_figure(tokens, first, second, names, fields, labels,
+                                                                  attention_row, title))
+    if fresh:
+        return skeleton
+    data = {}
+    if attention_row is not None:
+        attention_row = np.asarray(attention_row, dtype=np.float64)
+        data[0] = {"y": attention_row}
+    top = 1.0 if attention_row is None else max(float(attention_row.max()), 1e-3) * 1.15
+    for i, (model, field) in enumerate(fields.items()):
+        start, end = field_window(field, first, second, length)
+        low, high = -0.08 * top * (i + 1), -0.08 * top * i - 0.01 * top
+        data[i + 1] = {"x": [start - 0.5, end + 0.5, end + 0.5, start - 0.5, start - 0.5],
+                       "y": [low, low, high, high, low],
+                       "name": f"{labels.get(model, model)}: one output sees {start}..{end}"}
+    data[len(fields) + 1] = {"x": [first, second], "y": [top, top], "text": list(names)}
+    layout = {"shapes": {0: {"x0": first, "x1": first}, 1: {"x0": second, "x1": second}},
+              "yaxis": {"range": [-0.08 * top * (len(fields) + 0.3), top * 1.18]}, "title": {"text": title}}
+    return patch(skeleton, data=data, layout=layout)

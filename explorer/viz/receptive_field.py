@@ -9,7 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["receptive_field_figure", "rf_table_html", "box_shape", "zoom_range", "png_data_uri"]
+__all__ = ["receptive_field_figure", "receptive_field_spec", "rf_table_html", "box_shape", "zoom_range",
+           "png_data_uri"]
 
 Box = Sequence[Sequence[float]]  # ((row_start, row_end), (col_start, col_end)), inclusive pixel indices
 
@@ -49,6 +50,17 @@ def png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _checked(image, erf) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, erf)`` as arrays, after checking that the photo is RGB and the field has its height and width."""
+    image = np.asarray(image)
+    erf = np.asarray(erf, dtype=np.float32)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must have shape (height, width, 3), got {image.shape}")
+    if erf.shape != image.shape[:2]:
+        raise ValueError(f"erf must have shape {image.shape[:2]} like the image, got {erf.shape}")
+    return image, erf
+
+
 def receptive_field_figure(image: np.ndarray, erf: np.ndarray, rf_box: Box, erf_box: Box,
                            centre: Sequence[float]) -> go.Figure:
     """Photo with the theoretical receptive field and the effective one beside it.
@@ -65,12 +77,7 @@ def receptive_field_figure(image: np.ndarray, erf: np.ndarray, rf_box: Box, erf_
         the heatmap (zoomed on the theoretical box by :func:`zoom_range`); trace 2 is the centre marker.
         Apps update these in place.
     """
-    image = np.asarray(image)
-    erf = np.asarray(erf, dtype=np.float32)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must have shape (height, width, 3), got {image.shape}")
-    if erf.shape != image.shape[:2]:
-        raise ValueError(f"erf must have shape {image.shape[:2]} like the image, got {erf.shape}")
+    image, erf = _checked(image, erf)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06,
                         subplot_titles=("input photo<br>theoretical field (solid), 95% of ERF (dashed)",
                                         "effective receptive field |∂y/∂x|<br>(zoomed on the box)"))
@@ -96,6 +103,36 @@ def receptive_field_figure(image: np.ndarray, erf: np.ndarray, rf_box: Box, erf_
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 56, "b": 10}, showlegend=False,
                       uirevision="rf", font={"size": 11})
     return fig
+
+
+_SKELETONS = None
+
+
+def receptive_field_spec(image: np.ndarray, erf: np.ndarray, rf_box: Box, erf_box: Box,
+                         centre: Sequence[float]) -> dict:
+    """:func:`receptive_field_figure` as a spec dict (see :mod:`explorer.viz._spec`): the first call per image size
+    builds the figure with validation; later ones change only the photo, heatmap, centre, boxes and zoom."""
+    global _SKELETONS
+    from explorer.viz._spec import SkeletonCache, cached_png_uri, patch
+
+    if _SKELETONS is None:
+        _SKELETONS = SkeletonCache()
+    image, erf = _checked(image, erf)
+    skeleton, fresh = _SKELETONS.get(erf.shape, lambda: receptive_field_figure(image, erf, rf_box, erf_box, centre))
+    if fresh:
+        return skeleton
+    zoom_x, zoom_y = zoom_range(rf_box, erf.shape)
+    rf, effective = box_shape(rf_box), box_shape(erf_box)
+    return patch(skeleton,
+                 data={0: {"source": cached_png_uri(image)}, 1: {"z": erf},
+                       2: {"x": [_number(centre[1])], "y": [_number(centre[0])]}},
+                 layout={"shapes": {0: rf, 1: effective, 2: rf, 3: effective},
+                         "xaxis2": {"range": zoom_x}, "yaxis2": {"range": zoom_y}})
+
+
+def _number(value):
+    """A plain Python number (what plotly's validation makes of a numpy scalar in a data list)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def rf_table_html(rows: Sequence[dict], highlight: str | None = None) -> str:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["spectrogram_figure", "attention_figure", "word_shapes", "token_label", "TRUE_COLOUR",
-           "PREDICTED_COLOUR", "PATH_COLOUR"]
+__all__ = ["spectrogram_figure", "spectrogram_spec", "attention_figure", "attention_spec", "word_shapes",
+           "token_label", "TRUE_COLOUR", "PREDICTED_COLOUR", "PATH_COLOUR"]
 
 TRUE_COLOUR = "#2ca02c"       # eSpeak's own word times
 PREDICTED_COLOUR = "#ff7f0e"  # the times read off the model's cross-attention
@@ -64,6 +64,14 @@ def word_shapes(kind: str, words: Sequence[str], starts: np.ndarray, ends: np.nd
 def spectrogram_figure(mel: object, words: Sequence[str], true_starts: object, true_ends: object,
                        predicted_starts: object | None = None, predicted_ends: object | None = None,
                        hop_seconds: float = 0.01, title: str = "") -> go.Figure:
+    """:func:`spectrogram_spec` as a validated ``go.Figure``."""
+    return go.Figure(spectrogram_spec(mel, words, true_starts, true_ends, predicted_starts, predicted_ends,
+                                      hop_seconds, title))
+
+
+def spectrogram_spec(mel: object, words: Sequence[str], true_starts: object, true_ends: object,
+                     predicted_starts: object | None = None, predicted_ends: object | None = None,
+                     hop_seconds: float = 0.01, title: str = "") -> dict:
     """The log-mel spectrogram (time in seconds on x, mel band on y) under the words' true and predicted spans.
 
     Args:
@@ -76,8 +84,9 @@ def spectrogram_figure(mel: object, words: Sequence[str], true_starts: object, t
         title: the figure's title (plain text; escaped here).
 
     Returns:
-        Figure with trace 0 = the heatmap (``z`` = ``mel`` as float32, ``x`` = frame centres in seconds, ``y`` =
-        band numbers 0..band-1) and the shapes of :func:`word_shapes` (true ones first).
+        Figure spec (a plain dict, see :mod:`explorer.viz._spec`; :func:`spectrogram_figure` validates it) with
+        trace 0 = the heatmap (``z`` = ``mel`` as float32, ``x`` = frame centres in seconds, ``y`` = band numbers
+        0..band-1) and the shapes of :func:`word_shapes` (true ones first).
     """
     mel = np.asarray(mel, dtype=np.float32)
     if mel.ndim != 2 or 0 in mel.shape:
@@ -91,21 +100,21 @@ def spectrogram_figure(mel: object, words: Sequence[str], true_starts: object, t
         shapes += word_shapes("predicted", words, *_spans("predicted", predicted_starts, predicted_ends, len(words)))
     bands, frames = mel.shape
     x = np.arange(frames) * hop_seconds
-    trace = go.Heatmap(z=mel, x=x, y=np.arange(bands), colorscale="Magma", showscale=False, name="log-mel",
-                       hovertemplate="%{x:.2f} s, band %{y}: %{z:.2f}<extra></extra>")
+    trace = {"type": "heatmap", "z": mel, "x": x, "y": np.arange(bands), "colorscale": _colorscale("Magma"),
+             "showscale": False, "name": "log-mel", "hovertemplate": "%{x:.2f} s, band %{y}: %{z:.2f}<extra></extra>"}
     legend = [{"text": f"<span style='color:{TRUE_COLOUR}'>true</span>", "y": sum(_STRIPS["true"]) / 2},
               {"text": f"<span style='color:{PREDICTED_COLOUR}'>predicted</span>", "y": sum(_STRIPS["predicted"]) / 2}]
     layout = {
         "height": 320, "margin": {**_MARGIN, "t": 78 if not title else 100}, "uirevision": "speech-spectrogram",
         "shapes": shapes,
-        "xaxis": {"title": "time (s)", "range": [-hop_seconds / 2, (frames - 0.5) * hop_seconds]},
-        "yaxis": {"title": "mel band", "range": [-0.5, bands - 0.5]},
+        "xaxis": {"title": {"text": "time (s)"}, "range": [-hop_seconds / 2, (frames - 0.5) * hop_seconds]},
+        "yaxis": {"title": {"text": "mel band"}, "range": [-0.5, bands - 0.5]},
         "annotations": [{"text": a["text"], "x": 0, "xref": "paper", "xanchor": "right", "y": a["y"], "yref": "paper",
                          "yanchor": "middle", "showarrow": False, "font": {"size": 10}, "xshift": -4} for a in legend],
     }
     if title:
         layout["title"] = {"text": html.escape(title), "font": {"size": 13}, "y": 0.98, "yanchor": "top"}
-    return go.Figure([trace], layout)
+    return {"data": [trace], "layout": {"template": _template(), **layout}}
 
 
 def token_label(token: str) -> str:
@@ -115,6 +124,12 @@ def token_label(token: str) -> str:
 
 def attention_figure(values: object, tokens: Sequence[str], path_tokens: object, path_frames: object,
                      frame_seconds: float = 0.02, title: str = "", colorbar: str = "") -> go.Figure:
+    """:func:`attention_spec` as a validated ``go.Figure``."""
+    return go.Figure(attention_spec(values, tokens, path_tokens, path_frames, frame_seconds, title, colorbar))
+
+
+def attention_spec(values: object, tokens: Sequence[str], path_tokens: object, path_frames: object,
+                   frame_seconds: float = 0.02, title: str = "", colorbar: str = "") -> dict:
     """A tokens x frames map (one head's cross-attention, or the alignment matrix of the chosen heads) with the
     DTW path through it.
 
@@ -127,7 +142,8 @@ def attention_figure(values: object, tokens: Sequence[str], path_tokens: object,
         colorbar: title of the colour bar.
 
     Returns:
-        Figure with trace 0 = the heatmap (``z`` = ``values`` as float32, ``x`` = frame times in seconds, ``y`` =
+        Figure spec (a plain dict; :func:`attention_figure` validates it) with trace 0 = the heatmap (``z`` =
+        ``values`` as float32, ``x`` = frame times in seconds, ``y`` =
         token indices 0..token-1, token 0 at the top) and trace 1 = the path (``x`` = ``path_frames *
         frame_seconds``, ``y`` = ``path_tokens``).
     """
@@ -145,19 +161,42 @@ def attention_figure(values: object, tokens: Sequence[str], path_tokens: object,
     if rows.size and (rows.min() < 0 or rows.max() >= n_tokens or cols.min() < 0 or cols.max() >= frames):
         raise ValueError(f"the path must stay inside the map's {n_tokens} tokens x {frames} frames")
     labels = [token_label(t) for t in tokens]
-    heatmap = go.Heatmap(z=values, x=np.arange(frames) * frame_seconds, y=np.arange(n_tokens), colorscale="Viridis",
-                         name="attention",
-                         colorbar={"thickness": 10, "len": 0.9, "title": {"text": colorbar, "side": "right"}},
-                         hovertemplate="%{x:.2f} s, token %{y}: %{z:.3f}<extra></extra>")
-    path = go.Scatter(x=cols.astype(np.float64) * frame_seconds, y=rows.astype(np.int64), mode="lines",
-                      name="DTW path", line={"color": PATH_COLOUR, "width": 2},
-                      hovertemplate="%{x:.2f} s, token %{y}<extra>DTW path</extra>")
+    heatmap = {"type": "heatmap", "z": values, "x": np.arange(frames) * frame_seconds, "y": np.arange(n_tokens),
+               "colorscale": _colorscale("Viridis"), "name": "attention",
+               "colorbar": {"thickness": 10, "len": 0.9, "title": {"text": colorbar, "side": "right"}},
+               "hovertemplate": "%{x:.2f} s, token %{y}: %{z:.3f}<extra></extra>"}
+    path = {"type": "scatter", "x": cols.astype(np.float64) * frame_seconds, "y": rows.astype(np.int64),
+            "mode": "lines", "name": "DTW path", "line": {"color": PATH_COLOUR, "width": 2},
+            "hovertemplate": "%{x:.2f} s, token %{y}<extra>DTW path</extra>"}
     layout = {
         "height": int(np.clip(110 + 11 * n_tokens, 300, 760)), "uirevision": "speech-attention",
         "margin": {**_MARGIN, "t": 40}, "showlegend": False,
         "title": {"text": html.escape(title), "font": {"size": 13}},
-        "xaxis": {"title": "time (s)", "range": [-frame_seconds / 2, (frames - 0.5) * frame_seconds]},
-        "yaxis": {"title": "token", "autorange": "reversed", "tickmode": "array", "tickvals": list(range(n_tokens)),
+        "xaxis": {"title": {"text": "time (s)"}, "range": [-frame_seconds / 2, (frames - 0.5) * frame_seconds]},
+        "yaxis": {"title": {"text": "token"}, "autorange": "reversed", "tickmode": "array",
+                  "tickvals": list(range(n_tokens)),
                   "ticktext": labels, "tickfont": {"size": 9 if n_tokens > 30 else 11}},
     }
-    return go.Figure([heatmap, path], layout)
+    return {"data": [heatmap, path], "layout": {"template": _template(), **layout}}
+
+
+_DEFAULTS: dict = {}
+
+
+def _template() -> dict:
+    """The default template a validated ``go.Figure`` writes into its layout (shared by every spec, never mutated)."""
+    if "template" not in _DEFAULTS:
+        from explorer.viz._spec import figure_spec
+
+        _DEFAULTS["template"] = figure_spec(go.Figure())["layout"]["template"]
+    return _DEFAULTS["template"]
+
+
+def _colorscale(name: str) -> list:
+    """A named plotly colour scale as plotly's validation writes it (``[[stop, colour], ...]``)."""
+    key = f"scale {name}"
+    if key not in _DEFAULTS:
+        from explorer.viz._spec import figure_spec
+
+        _DEFAULTS[key] = figure_spec(go.Figure(go.Heatmap(colorscale=name)))["data"][0]["colorscale"]
+    return _DEFAULTS[key]

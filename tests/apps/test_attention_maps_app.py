@@ -190,3 +190,55 @@ def test_streamed_histogram_equals_the_materialised_one(mask_name):
     assert app.histogram.figure.layout.title.text.startswith("layer 4")
     np.testing.assert_allclose(app.streamed.mean_distance.mean(-1), mean_attention_distance(reference), atol=1e-5)
     np.testing.assert_allclose(app.streamed.entropy, row_entropy(reference), atol=1e-5)
+
+
+def test_in_a_kernel_the_head_view_comes_first_and_the_rest_follows():
+    """Inside an event loop (a kernel), the constructor returns with the head view drawn and the other figures as
+    placeholders; the loop then computes them, and they equal what the synchronous build (no loop) shows."""
+    import asyncio
+    import json
+
+    async def build():
+        early = AttentionMapsApp()
+        state = (early._pending, json.loads(early.heatmap.traces), early.head_view.spec != {},
+                 dict(early._head_lines.data))
+        for _ in range(2000):
+            if not early._pending:
+                break
+            await asyncio.sleep(0.01)
+        return early, state
+
+    late, (pending, traces, drawn, lines) = asyncio.run(build())
+    assert pending and traces == [] and drawn  # first drawing: the head view only
+    sync = AttentionMapsApp()  # no loop here: everything at once
+    assert not sync._pending and lines["w"] == sync._head_lines.data["w"]
+    untimed = lambda text: re.sub(r"ran in \d+ ms", "ran in … ms", text)  # noqa: E731
+    assert not late._pending and untimed(late.status.value) == untimed(sync.status.value)
+    for name in ("heatmap", "model_view", "stats", "histogram"):
+        assert getattr(late, name).traces == getattr(sync, name).traces, name
+        assert getattr(late, name).frame == getattr(sync, name).frame, name
+
+
+def test_a_control_moved_before_the_rest_is_computed_computes_it():
+    import asyncio
+
+    async def build():
+        early = AttentionMapsApp()
+        early.layer.value = 3  # before the scheduled work ran
+        return early, early._pending
+
+    early, pending = asyncio.run(build())
+    assert not pending and early.heatmap.figure.layout.title.text.startswith("layer 3")
+
+
+def test_the_fast_figures_are_what_the_validated_builders_make(app):
+    from explorer.viz.attention import (attention_heatmap, head_stats_figure, model_view_figure,
+                                        streamed_stats_figure)
+    from tests.viz.test_figure_specs import check_spec
+
+    for layer, head in ((2, 3), (5, -1)):
+        app.layer.value, app.head.value = layer, head
+        check_spec(app.heatmap._spec, attention_heatmap(*app._matrix()))
+        check_spec(app.stats._spec, head_stats_figure(*app._layer_stats(), selected=max(head, 0)))
+        check_spec(app.histogram._spec, streamed_stats_figure(*app._streamed_panel()))
+        check_spec(app.model_view._spec, model_view_figure(app._thumbs.numpy(), app._selected()))

@@ -87,3 +87,14 @@ def test_verdict_judges_the_answer_against_what_the_question_asks():
     probs[ANSWERS.index(obj.shape)] = 1.0
     app._update_text()
     assert "correct ✓" in app.answer.value
+
+
+def test_the_fast_figure_is_what_the_validated_builder_makes(app):
+    from explorer.viz.cross_modal import cross_modal_figure
+    from tests.viz.test_figure_specs import check_spec
+
+    for layer in (2, 1):
+        app.layer.value = layer
+        check_spec(app.figure._spec, cross_modal_figure(*app._figure_arrays()))
+    app.new_scene.click()
+    check_spec(app.figure._spec, cross_modal_figure(*app._figure_arrays()))

@@ -86,9 +86,34 @@ def test_clicks_reach_handlers_only_with_a_trace_index():
 
 def test_bad_input_names_the_argument():
     with pytest.raises(TypeError, match="figure must be a plotly go.Figure"):
-        PlotView({"data": []})
+        PlotView({"data": []})  # a spec needs data and layout
     view = PlotView(heatmap([[1]]))
     with pytest.raises(TypeError, match="figure"):
         view.update("not a figure")
     with pytest.raises(TypeError, match="callback must be callable"):
         view.on_click(3)
+
+
+def test_a_spec_update_sends_what_the_figure_would_and_reencodes_only_changes(monkeypatch):
+    """The fast path: a plain dict spec (numpy arrays in it) is sent without plotly's validation, as the same JSON
+    a go.Figure of it gives; parts shared with the last spec keep their JSON; ``figure`` is built (validated) lazily."""
+    from explorer.apps import _plot
+    from explorer.viz._spec import figure_spec, patch
+
+    reference = heatmap(np.arange(6, dtype=np.float32).reshape(2, 3))
+    spec = figure_spec(reference)
+    assert isinstance(spec["data"][0]["z"], np.ndarray)  # typed arrays decoded back to numpy
+    view = PlotView(spec)
+    slow = PlotView(reference)
+    assert decode(json.loads(view.traces)[0]["z"]).tolist() == decode(json.loads(slow.traces)[0]["z"]).tolist()
+    assert json.loads(view.frame) == json.loads(slow.frame)
+    encoded = []
+    real = _plot.to_json_plotly
+    monkeypatch.setattr(_plot, "to_json_plotly", lambda value: encoded.append(value) or real(value))
+    moved = patch(spec, layout={"title": {"text": "moved"}})
+    view.update(moved)
+    assert len(encoded) == 1 and encoded[0]["text"] == "moved"  # only the changed layout entry
+    assert view.figure.layout.title.text == "moved" and view.figure.data[0].z.shape == (2, 3)
+    view.update(patch(moved, layout={"height": 5}))  # plotly refuses a height under 10: only on validation
+    with pytest.raises(ValueError, match="height"):
+        view.figure

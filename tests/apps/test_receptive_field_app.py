@@ -127,3 +127,15 @@ def test_position_without_gradient_shows_no_erf_and_nothing_stale():
     shape = app.figure.figure.layout.shapes[0]
     assert (shape.x0, shape.x1, shape.y0, shape.y1) == (c0 - 0.5, c1 + 0.5, r0 - 0.5, r1 + 0.5)
     assert not np.asarray(app.figure.figure.data[1].z).any()  # the ERF panel is empty, not last position's
+
+
+def test_the_fast_figure_is_what_the_validated_builder_makes(app):
+    """A slider step patches a spec (no plotly validation); it equals the validated builder's figure."""
+    from explorer.viz.receptive_field import receptive_field_figure
+    from tests.viz.test_figure_specs import check_spec
+
+    for layers in (4, 5, 4):
+        app.layers.value = layers
+        rf_box, erf_box, centre = app._boxes()
+        check_spec(app.figure._spec, receptive_field_figure(app._image, app.erf.grad.numpy(), rf_box, erf_box, centre))
+    app.layers.value = 6
