@@ -3,6 +3,10 @@
 ``notebooks/dashboard.ipynb`` only calls :func:`dashboard`. Building every app at kernel start cost every visitor
 the attention tab's pretrained model and all the apps' figures before the first plot; now the first tab is built
 at once and each other tab on first selection (its module imported then too).
+
+Above the tabs, one export bar (:class:`explorer.apps._export.ExportBar`) acts on the selected tab: PNG and SVG of
+each of its figures, or an HTML snapshot (figures and the controls' values in one offline page), offered as
+browser downloads. The notebook shows ``dashboard()``; what it displays is the bar above the tab widget.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import ipywidgets as W
 
 from explorer.apps._callbacks import error_html, guarded
 from explorer.apps._comm_guard import harden
+from explorer.apps._export import ExportBar
 
-__all__ = ["dashboard", "TABS", "LOADING"]
+__all__ = ["dashboard", "Dashboard", "TABS", "LOADING"]
 
 
 def _lazy(module: str, name: str) -> Callable[[], object]:
@@ -39,8 +44,17 @@ TABS = [
 LOADING = "<div class='dash-loading' style='padding:12px;color:#555'>Loading this tab …</div>"
 
 
-def dashboard(tabs=None) -> W.Tab:
-    """The tab widget; ``tab.apps[i]`` is tab i's app once it has been opened (None before).
+class Dashboard(W.Tab):
+    """The dashboard's tab widget. Displayed, it shows ``page``: the export bar (``export``) above the tabs."""
+
+    def _repr_mimebundle_(self, **kwargs):
+        page = getattr(self, "page", None)
+        return page._repr_mimebundle_(**kwargs) if page is not None else super()._repr_mimebundle_(**kwargs)
+
+
+def dashboard(tabs=None) -> Dashboard:
+    """The tab widget; ``tab.apps[i]`` is tab i's app once it has been opened (None before); ``tab.export`` is the
+    export bar acting on the selected tab and ``tab.page`` the bar and the tabs together (what is displayed).
 
     Args:
         tabs: ``[(title, factory)]``; default :data:`TABS`.
@@ -52,7 +66,7 @@ def dashboard(tabs=None) -> W.Tab:
     notice = W.HTML()
     notice.add_class("dash-notice")
     slots = [W.VBox() for _ in tabs]
-    tab = W.Tab(children=slots)
+    tab = Dashboard(children=slots)
     tab.notice = notice
     for i, (title, _factory) in enumerate(tabs):
         tab.set_title(i, title)
@@ -81,4 +95,15 @@ def dashboard(tabs=None) -> W.Tab:
     # each app hardened itself (first guard wins); this covers the tab bar and the slots, whose refusals (a hostile
     # selected_index, say) are shown on the first tab, above its app
     harden(tab, tab.notice, "dash-error")
+
+    def current() -> tuple[str, object | None]:
+        index = tab.selected_index
+        return (tabs[index][0], tab.apps[index]) if index is not None else ("dashboard", None)
+
+    tab.export = ExportBar(current)
+    # a new tab's export status is not the previous tab's
+    tab.observe(lambda _change: tab.export.clear(), names="selected_index")
+    tab.page = W.VBox([tab.export.widget, tab])
+    tab.page.add_class("explorer-dashboard-page")
+    harden(tab.page, tab.export.status, "export-error")  # the page box itself (bar and tabs are guarded)
     return tab
