@@ -1,5 +1,8 @@
-"""explorer.bench.dashboard_load, pure parts only (no browser, no server): percentiles against numpy, loopback-only
-URLs, visitor-count bounds, both subcommands' parsing, the metadata's keys, the Voila command line."""
+"""explorer.bench.dashboard_load without a browser or Voila: percentiles against numpy, loopback-only URLs,
+visitor-count bounds, every subcommand's parsing, the metadata's keys, the Voila command line, the serve-only mode's
+page verdict and streaming fetch (against a stdlib server on 127.0.0.1) and its CPU accounting."""
+
+import time
 
 import numpy as np
 import pytest
@@ -141,3 +144,88 @@ def test_selectors_in_one_place():
                                           ("http://127.0.0.1.example.com/", True), ("data:text/plain,1", False)])
 def test_browser_requests_to_other_hosts_are_aborted(url, blocked):
     assert bool(dl.NOT_LOOPBACK.match(url)) is blocked
+
+
+def test_parse_serve_only():
+    args = dl.parse_args(["serve-only"])
+    assert (args.command, args.n, args.preheat, args.pool_manager) == ("serve-only", [1, 4, 8, 16, 32], [0], "fixed")
+    assert (args.cull_timeout, args.cull_interval, args.round_timeout) == (300, 60, 300.0)
+    assert args.out.endswith("assets/benchmarks/dashboard_load_serve_only_cpu.json")
+    args = dl.parse_args(["serve-only", "--n", "4", "1", "--preheat", "0", "4", "--pool-manager", "voila"])
+    assert (args.n, args.preheat, args.pool_manager) == ([4, 1], [0, 4], "voila")
+    with pytest.raises(ValueError, match="--n"):
+        dl.parse_args(["serve-only", "--n", "33"])
+    with pytest.raises(ValueError, match="--round-timeout"):
+        dl.parse_args(["serve-only", "--round-timeout", "601"])
+    with pytest.raises(SystemExit):  # no --url: it measures its own server's processes
+        dl.parse_args(["serve-only", "--url", "http://127.0.0.1:8866/"])
+
+
+def test_page_report_needs_the_widget_view_and_no_error_text():
+    view = '<script type="application/vnd.jupyter.widget-view+json">{"model_id": "m"}</script>'
+    config = '"kernelId": "0123abcd-0000-4000-8000-0123456789ab"'
+    good = dl.page_report(200, f"<html>{config}{view}</html>")
+    assert good == {"served": True, "problems": [], "kernel_id": "0123abcd-0000-4000-8000-0123456789ab"}
+    assert dl.page_report(200, "<html>no widget</html>")["problems"] == ["no widget view in the page"]
+    traceback = dl.page_report(200, view + "There was an error when executing cell [1].")
+    assert not traceback["served"] and traceback["problems"][0].startswith("error text")
+    stderr = dl.page_report(200, view + '<div data-mime-type="application/vnd.jupyter.stderr">x</div>')
+    assert not stderr["served"]
+    assert dl.page_report(500, view)["problems"] == ["HTTP 500"]
+
+
+def test_fetch_page_streams_to_the_end_on_loopback():
+    import http.server
+    import threading
+
+    view = b'<script type="application/vnd.jupyter.widget-view+json">{}</script>'
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200 if self.path == "/" else 404)
+            self.end_headers()
+            for part in (b"<html>", b"x" * 100_000, view, b"</html>"):
+                self.wfile.write(part)
+                self.wfile.flush()
+                time.sleep(0.05)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        page = dl.fetch_page(url, timeout=10)
+        assert page["served"] and page["bytes"] > 100_000 and page["status"] == 200
+        assert 0.15 < page["page_s"] < 10 and page["first_byte_s"] <= page["page_s"]
+        missing = dl.fetch_page(url + "missing", timeout=10)
+        assert not missing["served"] and missing["page_s"] is None and "HTTP 404" in missing["problems"]
+        results, wall = dl.fetch_together(url, 4, timeout=10)
+        assert [r["served"] for r in results] == [True] * 4 and wall < 10
+        assert max(r["start_offset_s"] for r in results) < 0.5
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(ValueError, match="--url"):
+        dl.fetch_page("http://example.com:80/", timeout=1)
+
+
+def test_tree_cpu_counts_exited_children():
+    import subprocess
+    import sys
+
+    import psutil
+
+    before = dl.tree_cpu_s(psutil.Process())
+    subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                    "while time.process_time() - t < 0.3: pass"], check=True, timeout=60)
+    assert dl.tree_cpu_s(psutil.Process()) - before >= 0.25
+
+
+def test_voila_command_through_the_pool_launcher():
+    fixed = dl.voila_command("dashboard.ipynb", 9999, 30, 10, 4, pool_fix=True, extra=["--x=1"])
+    assert fixed[1].endswith("explorer/deploy/voila_pool.py") and fixed[2] == "dashboard.ipynb"
+    assert "--VoilaConfiguration.default_pool_size=4" in fixed and fixed[-1] == "--x=1"
+    assert dl.voila_command("dashboard.ipynb", 9999, 30, 10, 4)[0].endswith("voila")
