@@ -30,7 +30,7 @@ export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup hub-proxy hub-env hub student dashboard lab test test-unit test-notebooks test-browser browser screenshot bench lock clean
+.PHONY: help setup hub-proxy hub-env hub student dashboard lab test test-headless test-unit test-notebooks test-browser browser screenshot bench lock clean
 
 help:
 	@echo "make dashboard   serve notebooks/dashboard.ipynb with Voila at http://$(HOST):$(PORT)"
@@ -82,19 +82,31 @@ browser:
 
 # --- the two commands ----------------------------------------------------------------------------------
 dashboard: setup
-	cd notebooks && ../$(VENV)/bin/voila dashboard.ipynb --no-browser --port=$(PORT) --Voila.ip=$(HOST)
+	cd notebooks && ../$(VENV)/bin/python ../explorer/deploy/voila_pool.py dashboard.ipynb --no-browser \
+	  --port=$(PORT) --Voila.ip=$(HOST) --VoilaConfiguration.preheat_kernel=True \
+	  --VoilaConfiguration.default_pool_size=$(or $(POOL),16)
 
+# The browser tests (mostly waiting on servers and pages) run beside the unit tests and notebooks (mostly computing):
+# two make jobs, each phase's output printed in one piece when it ends; either failing fails make test.
 test: setup browser
-	$(MAKE) --no-print-directory test-unit test-notebooks test-browser
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-browser test-headless
 
+test-headless: setup
+	$(MAKE) --no-print-directory -j1 test-unit test-notebooks
+
+# Unit tests and notebooks run on both cores: two pytest-xdist workers, one torch thread each (two spin-waiting
+# threads per worker would fight over the 2 cores), whole files per worker (module fixtures are built once).
+XDIST   ?= -n 2 --dist loadfile
 test-unit: setup
-	$(PY) -m pytest tests -m "not browser" -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -m "not browser" $(XDIST) -q -p no:cacheprovider
 
 test-notebooks: setup
-	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=600 $(XDIST) \
+	  -q -p no:cacheprovider
 
+# Two workers; a test's group (lab, hub, voila: the servers it shares) keeps it on one (tests/browser/conftest.py).
 test-browser: setup browser
-	$(PY) -m pytest tests/browser -m browser -q -p no:cacheprovider
+	$(PY) -m pytest tests/browser -m browser -n 2 --dist loadgroup -q -p no:cacheprovider
 
 # --- extras --------------------------------------------------------------------------------------------
 # JupyterLab refuses to start as root without --allow-root; root is the normal user in containers.

@@ -1,14 +1,23 @@
-"""Browser fixtures: one Voila server and one Chromium page for the session; timings printed at the end."""
+"""Browser fixtures: one Voila server, one JupyterLab and one Chromium for the session; timings printed at the end.
+
+``make test-browser`` runs the suite on two pytest-xdist workers (``--dist loadgroup``). Each test belongs to one of
+three groups, whose tests share that group's servers and so run in one worker: ``lab`` (every test in JupyterLab:
+the lessons and the apps' scratch notebooks, one JupyterLab), ``hub`` (JupyterHub: the students' environment and
+Unix accounts are built once) and ``voila`` (the dashboard's tabs, one Voila server). Each worker writes its
+timings and the hub's attempts beside the others'; the controller prints them all.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
 
 from tests.browser.dashboard_server import ROOT, chromium, voila_server
 from tests.browser.hub_env import class_environment, needs_root
+from tests.browser.lab_server import lab_server
 
 TIMINGS: dict[str, float] = {}
 # what hostile students tried on the hub and what happened (tests/browser/test_hub_hostile.py), printed at the end
@@ -29,6 +38,30 @@ def browser():
     """One Chromium for the session (Playwright's sync API allows one running instance per thread)."""
     with chromium() as instance:
         yield instance
+
+
+@pytest.fixture(scope="session")
+def lab(browser):
+    """The session's JupyterLab over a scratch copy of notebooks/, and the browser: ``(server, browser)``."""
+    with lab_server() as server:
+        yield server, browser
+
+
+def group_of(item) -> str:
+    """``lab``, ``hub`` or ``voila``: the servers a test needs (see the module docstring)."""
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    if module.startswith("test_hub"):
+        return "hub"
+    if module == "test_lab_notebooks" or "lab" in getattr(item, "fixturenames", ()) or "lab_page" in getattr(
+            item, "fixturenames", ()):
+        return "lab"
+    return "voila"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group(group_of(item)))
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +103,29 @@ def dashboard_page(browser):
         yield page
 
 
+ARTIFACTS = ROOT / "tests" / "browser" / "_artifacts"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # None in a run without xdist, and in its controller
+
+
+def pytest_sessionstart(session):
+    if WORKER is None:  # the run (or its controller) starts: no worker files of an earlier run
+        for old in ARTIFACTS.glob("worker-*.json"):
+            old.unlink()
+
+
+def pytest_sessionfinish(session):
+    if WORKER is not None:  # a worker hands its timings and the hub's attempts to the controller through a file
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / f"worker-{WORKER}.json").write_text(json.dumps({"timings": TIMINGS, "attempts": HUB_ATTEMPTS}))
+
+
 def pytest_terminal_summary(terminalreporter):
+    if WORKER is not None:
+        return
+    for path in sorted(ARTIFACTS.glob("worker-*.json")):
+        handed = json.loads(path.read_text())
+        TIMINGS.update(handed["timings"])
+        HUB_ATTEMPTS.extend(handed["attempts"])
     if TIMINGS:
         terminalreporter.write_sep("-", "browser timings")
         for name, value in TIMINGS.items():

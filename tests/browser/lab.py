@@ -10,7 +10,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from tests.browser.conftest import SLOW_INIT
@@ -244,14 +244,17 @@ def wait_rendered(nb: LabNotebook, expected: Counter, timeout: float = 60.0) -> 
 
 
 @contextmanager
-def app_notebook(browser, app: str, name: str, ready: str, label: str, width: int = 1280) -> Iterator[LabNotebook]:
-    """A fresh JupyterLab with one scratch notebook ``name`` whose only cell displays ``app = explorer.apps.<app>()``,
-    opened at ``width`` and run; yields once ``ready`` (a selector) is visible; the page and the server are always
-    closed. Timings go to ``TIMINGS`` under ``"<label> (lab): ..."``."""
+def app_notebook(browser, app: str, name: str, ready: str, label: str, width: int = 1280,
+                 server=None) -> Iterator[LabNotebook]:
+    """One scratch notebook ``name`` whose only cell displays ``app = explorer.apps.<app>()``, opened at ``width``
+    (a fresh browser context, fresh workspace, fresh kernel) and run; yields once ``ready`` (a selector) is visible;
+    the page and its kernel are always closed. ``server``: the session's JupyterLab (the ``lab`` fixture), else a
+    fresh one started and stopped here. Timings go to ``TIMINGS`` under ``"<label> (lab): ..."``."""
     from tests.browser.conftest import TIMINGS
     from tests.browser.lab_server import lab_server
 
-    with lab_server() as server:
+    with (nullcontext(server) if server is not None else lab_server()) as server:
+        server.shutdown_kernels()
         cell = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
                 "source": [f"from explorer.apps import {app}\n", f"app = {app}()\n", "app"]}
         notebook = {"cells": [cell], "nbformat": 4, "nbformat_minor": 5,
@@ -268,3 +271,4 @@ def app_notebook(browser, app: str, name: str, ready: str, label: str, width: in
             yield nb
         finally:
             nb.close()
+            server.shutdown_kernels()

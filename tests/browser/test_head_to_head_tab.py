@@ -15,7 +15,7 @@ from explorer.analysis.equivariance import shift_images
 from explorer.analysis.looks_at import looks_at
 from explorer.apps.head_to_head import IG_STEPS
 from explorer.data.digits import digits_dataset
-from explorer.train.head_to_head import load_head_to_head
+from explorer.models.head_to_head import load_head_to_head
 from explorer.viz.cross_modal import normalise
 from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
 from tests.browser.dashboard_server import ROOT
@@ -136,9 +136,11 @@ def test_voila_tab_draws_the_library_numbers_and_fits(dashboard_page):
 
 
 @pytest.fixture(scope="module")
-def lab_page(browser):
-    """A scratch notebook displaying ``HeadToHeadApp()`` in a fresh JupyterLab, all cells run."""
-    with app_notebook(browser, "HeadToHeadApp", SCRATCH, FIGURE, "head to head", width=WIDTHS[0]) as nb:
+def lab_page(lab):
+    """A scratch notebook displaying ``HeadToHeadApp()`` in the session's JupyterLab, all cells run."""
+    server, browser = lab
+    with app_notebook(browser, "HeadToHeadApp", SCRATCH, FIGURE, "head to head", width=WIDTHS[0],
+                      server=server) as nb:
         yield nb
 
 

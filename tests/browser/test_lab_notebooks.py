@@ -30,7 +30,6 @@ from tests.browser.conftest import TIMINGS
 from tests.browser.dashboard_server import ROOT
 from tests.browser.head_view import click_token_and_check, view_ready
 from tests.browser.lab import open_notebook, wait_rendered
-from tests.browser.lab_server import lab_server
 from tests.browser.test_attention_tab import _patterns, _wait_title, _z
 from tests.browser.test_cross_modal_tab import _wait_overlay, _wait_seed
 from tests.browser.test_dashboard import _rf_size, add_layers_and_wait
@@ -50,7 +49,7 @@ APPS = ".rf-app, .attn-app, .xm-app, .cost-app, .h2h-app, .lr-app, .iv-app, .sp-
 
 # Where each kind of ipywidgets view shows in the page (the class its view puts on its element).
 VIEW_SELECTORS = {
-    "HBox": ".widget-hbox", "VBox": ".widget-vbox", "Tab": ".widget-tab",
+    "HBox": ".widget-hbox", "VBox": ".widget-vbox", "Tab": ".widget-tab", "Dashboard": ".widget-tab",
     "Box": ".widget-box:not(.widget-hbox):not(.widget-vbox):not(.widget-gridbox):not(.widget-tab)",
     "HTML": ".widget-html", "Label": ".widget-label", "Button": ".widget-button", "Checkbox": ".widget-checkbox",
     "Dropdown": ".widget-dropdown", "ToggleButtons": ".widget-toggle-buttons", "Textarea": ".widget-textarea",
@@ -60,12 +59,6 @@ VIEW_SELECTORS = {
     "ToggleButton": ".widget-toggle-button:not(.widget-toggle-buttons *)", "GridBox": ".widget-gridbox",
     "Audio": "audio",
 }
-@pytest.fixture(scope="session")
-def lab(browser):
-    with lab_server() as server:
-        yield server, browser
-
-
 @pytest.fixture(scope="module", params=NOTEBOOKS)
 def notebook(request, lab):
     """The notebook opened at 1280 px, all cells run; closed and its kernel shut down afterwards."""
@@ -203,7 +196,7 @@ def _head_to_head(page) -> None:
     from explorer.analysis import looks_at
     from explorer.apps.head_to_head import IG_STEPS, NAMES
     from explorer.data.digits import digits_dataset
-    from explorer.train.head_to_head import CANVAS, load_head_to_head
+    from explorer.models.head_to_head import CANVAS, load_head_to_head
     from explorer.viz.cross_modal import normalise
 
     figure, index = ".h2h-figure.js-plotly-plot", 7

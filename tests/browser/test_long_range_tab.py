@@ -15,7 +15,7 @@ import torch
 from explorer import record
 from explorer.analysis import receptive_field
 from explorer.data.sequences import long_range_batch
-from explorer.train.long_range import MODELS, load_long_range_model
+from explorer.models.long_range import MODELS, load_long_range_model
 from tests.browser.conftest import KNOWN_OFFLINE, TIMINGS, open_tab
 from tests.browser.dashboard_server import ROOT
 from tests.browser.lab import LAB_KNOWN_OFFLINE, app_notebook, layout_problems
@@ -128,9 +128,11 @@ def test_voila_tab_draws_the_library_numbers_and_fits(dashboard_page):
 
 
 @pytest.fixture(scope="module")
-def lab_page(browser):
-    """A scratch notebook displaying ``LongRangeApp()`` in a fresh JupyterLab, all cells run."""
-    with app_notebook(browser, "LongRangeApp", SCRATCH, SEQUENCE, "long range", width=WIDTHS[0]) as nb:
+def lab_page(lab):
+    """A scratch notebook displaying ``LongRangeApp()`` in the session's JupyterLab, all cells run."""
+    server, browser = lab
+    with app_notebook(browser, "LongRangeApp", SCRATCH, SEQUENCE, "long range", width=WIDTHS[0],
+                      server=server) as nb:
         yield nb
 
 

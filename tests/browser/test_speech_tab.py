@@ -181,15 +181,16 @@ def test_voila_tab_draws_the_library_numbers_speaks_and_refuses(dashboard_page):
 
 
 @contextlib.contextmanager
-def _lab_notebook(browser):
-    """A fresh JupyterLab whose scratch notebook displays ``app = SpeechApp()``, run; always closed."""
-    with app_notebook(browser, "SpeechApp", SCRATCH, SPECTROGRAM, "speech") as nb:
+def _lab_notebook(lab):
+    """The session's JupyterLab with a scratch notebook displaying ``app = SpeechApp()``, run; always closed."""
+    server, browser = lab
+    with app_notebook(browser, "SpeechApp", SCRATCH, SPECTROGRAM, "speech", server=server) as nb:
         nb.page.wait_for_selector(f"{ATTENTION} .main-svg", state="visible", timeout=30_000)
         yield nb
 
 
-def test_lab_notebook_draws_the_library_numbers_speaks_and_refuses(browser):
-    with _lab_notebook(browser) as nb:
+def test_lab_notebook_draws_the_library_numbers_speaks_and_refuses(lab):
+    with _lab_notebook(lab) as nb:
         outputs = nb.outputs()
         assert [o["text"] for o in outputs if o["type"] == "error"] == []
         assert [o["text"] for o in outputs if o["type"] == "stream" and o["name"] == "stderr"] == []
