@@ -229,3 +229,18 @@ def test_voila_command_through_the_pool_launcher():
     assert fixed[1].endswith("explorer/deploy/voila_pool.py") and fixed[2] == "dashboard.ipynb"
     assert "--VoilaConfiguration.default_pool_size=4" in fixed and fixed[-1] == "--x=1"
     assert dl.voila_command("dashboard.ipynb", 9999, 30, 10, 4)[0].endswith("voila")
+
+
+def test_latency_table_gives_each_scenario_as_a_ratio_to_the_one_slider_page():
+    from explorer.bench.dashboard_load.latency import ONE_SLIDER, ONE_SLIDER_NAME, latency_table
+
+    assert ONE_SLIDER.tab == "" and ONE_SLIDER.keys == ("ArrowRight", "ArrowLeft")
+    result = {"page_load": {"first_plot_s": 1.0, "errors": []},
+              "one_slider_page": {"samples_s": [0.03, 0.04], "median_s": 0.035, "p95_s": 0.04},
+              "scenarios": {"receptive_field_layers": {"samples_s": [0.07], "median_s": 0.07, "p95_s": 0.07,
+                                                       "ratio_to_one_slider": 0.07 / 0.035},
+                            "speech_example": {"error": "TimeoutError: x"}}}
+    rows = {line.split()[0]: line.split() for line in latency_table(result).splitlines()[2:]}
+    assert float(rows[ONE_SLIDER_NAME][-1]) == 1.0
+    assert float(rows["receptive_field_layers"][-1]) == pytest.approx(2.0, abs=0.01)  # 0.070 / 0.035
+    assert rows["speech_example"][1] == "error:"

@@ -4,7 +4,10 @@ In one page load, for each scenario: a ``MutationObserver`` (subtree, attributes
 installed on the scenario's figure container, the control is operated (a key press on a slider handle or a
 click), and the sample is ``last mutation - input event``, both on the page's ``performance.now()`` clock
 (the input time is the key/pointer event's ``timeStamp``), once 400 ms have passed without a further mutation.
-So a sample covers the websocket round trip, the kernel's computation and the browser's redraw. The cost tab's
+So a sample covers the websocket round trip, the kernel's computation and the browser's redraw. First, in the same
+run, the one-slider page (the ``visitors`` mode's reference: an IntSlider and a ``go.FigureWidget`` heatmap it
+redraws, on its own Voila server with the same ``voila.json``) is measured the same way (its slider's arrow keys),
+and every scenario's median is also given as a ratio to that page's median (``ratio_to_one_slider``). The cost tab's
 "Does it fit?" button (an analytic formula, no model) is measured the same way as a trivial round trip, so the
 scenarios can be read as ratios to it. The Intervene tab's scenario clicks two cells of its layer x head grid
 (heads 7 and 8 of layer 3) in turn, so the ablated heads go {7}, {7, 8}, {8}, {}; each click redraws the output
@@ -21,12 +24,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .browser import WATCH_JS, chromium_browser, close_visitor, new_visitor, visit
+from pathlib import Path
+
 from .common import DASHBOARD, NOTEBOOKS, QUIET_MS, SELECTORS, TAB_TITLES, Deadline, _fmt, machine_metadata, summarize
 from .server import serve
 
@@ -75,7 +83,8 @@ LATENCY_NAMES = (*SCENARIOS, ROUND_TRIP_NAME)
 
 
 async def open_tab(page, scenario: Scenario, deadline: Deadline) -> None:
-    await page.locator(SELECTORS["tab"], has_text=scenario.tab).first.click(timeout=deadline.left(30) * 1e3)
+    if scenario.tab:  # the one-slider page has no tabs
+        await page.locator(SELECTORS["tab"], has_text=scenario.tab).first.click(timeout=deadline.left(30) * 1e3)
     await page.wait_for_selector(scenario.ready, state="visible",
                                  timeout=deadline.left(scenario.ready_timeout_s) * 1e3)
 
@@ -155,6 +164,32 @@ async def latency_page(browser, url: str, repeats: int, deadline: Deadline,
         await close_visitor(visitor, "tab")
 
 
+# the one-slider page: its slider's handle stepped by arrow keys, its plotly graph watched
+ONE_SLIDER_NAME = "one_slider_page"
+ONE_SLIDER = Scenario("", f"{SELECTORS['plot']} .main-svg", ".noUi-handle", SELECTORS["plot"],
+                      keys=("ArrowRight", "ArrowLeft"))
+
+
+async def one_slider_latency(browser, repeats: int, deadline: Deadline) -> dict:
+    """The one-slider reference page on its own Voila server (same voila.json): ``repeats`` slider steps."""
+    from .visitors import REFERENCE_SOURCE, reference_notebook
+
+    with tempfile.TemporaryDirectory(prefix="bench-one-slider-") as folder:
+        Path(folder, "reference.ipynb").write_text(json.dumps(reference_notebook(), indent=1))
+        shutil.copy(NOTEBOOKS / "voila.json", Path(folder, "voila.json"))
+        with serve(Path(folder), "reference.ipynb", deadline) as server:
+            visitor = await new_visitor(browser, SELECTORS["plot"])
+            try:
+                load = await visit(visitor, server.url, deadline.left(300), None, time.perf_counter())
+                if not load["saw_plot"]:
+                    return {"error": "the one-slider page showed no plot: " + "; ".join(load["errors"]),
+                            "source": REFERENCE_SOURCE}
+                result = await run_scenario(visitor.page, ONE_SLIDER, repeats, deadline)
+            finally:
+                await close_visitor(visitor, "tab")
+    return {**result, "source": REFERENCE_SOURCE}
+
+
 async def latency_command(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
     deadline = Deadline(args.timeout)
     async with chromium_browser() as browser:
@@ -165,25 +200,32 @@ async def latency_command(args: argparse.Namespace, argv: Sequence[str] | None) 
                                 timeout_s=args.timeout, only=args.only,
                                 # other work on the machine shares its cores: its 1/5/15-minute load, before and after
                                 load_average_before=list(os.getloadavg()))
+        reference = await one_slider_latency(browser, args.repeats, deadline)
         if args.url is not None:
             result = await latency_page(browser, args.url, args.repeats, deadline, args.only)
         else:
             with serve(NOTEBOOKS, DASHBOARD, deadline) as server:
                 result = await latency_page(browser, server.url, args.repeats, deadline, args.only)
     meta["load_average_after"] = list(os.getloadavg())
-    return {"metadata": meta, **result}
+    base = reference.get("median_s")
+    for scenario in result["scenarios"].values():
+        if "median_s" in scenario and base:
+            scenario["ratio_to_one_slider"] = scenario["median_s"] / base
+    return {"metadata": meta, "one_slider_page": reference, **result}
 
 
 
 def latency_table(result: dict) -> str:
     load = result["page_load"]
     lines = [f"first plot after {_fmt(load['first_plot_s'])} s; errors: {len(load['errors'])}",
-             f"{'scenario':<24} {'n':>3} {'median s':>9} {'p95 s':>7} {'x round trip':>12}"]
-    for name, res in result["scenarios"].items():
+             f"{'scenario':<24} {'n':>3} {'median s':>9} {'p95 s':>7} {'x round trip':>12} {'x one-slider':>12}"]
+    rows = {ONE_SLIDER_NAME: result["one_slider_page"]} if "one_slider_page" in result else {}
+    for name, res in {**rows, **result["scenarios"]}.items():
         if "error" in res:
             lines.append(f"{name:<24} error: {res['error'][:120]}")
         else:
             lines.append(f"{name:<24} {len(res['samples_s']):>3} {_fmt(res['median_s'], '.3f'):>9} "
-                         f"{_fmt(res['p95_s'], '.3f'):>7} {_fmt(res.get('ratio_to_round_trip')):>12}")
+                         f"{_fmt(res['p95_s'], '.3f'):>7} {_fmt(res.get('ratio_to_round_trip')):>12} "
+                         f"{_fmt(res.get('ratio_to_one_slider', 1.0 if name == ONE_SLIDER_NAME else None)):>12}")
     return "\n".join(lines)
 
