@@ -105,8 +105,9 @@ test-notebooks: setup
 	  -q -p no:cacheprovider
 
 # Two workers; a test's group (lab, hub, voila: the servers it shares) keeps it on one (tests/browser/conftest.py).
+# One torch thread per process here too: the kernels, servers and browsers share the 2 cores with the unit tests.
 test-browser: setup browser
-	$(PY) -m pytest tests/browser -m browser -n 2 --dist loadgroup -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests/browser -m browser -n 2 --dist loadgroup -q -p no:cacheprovider
 
 # --- extras --------------------------------------------------------------------------------------------
 # JupyterLab refuses to start as root without --allow-root; root is the normal user in containers.
