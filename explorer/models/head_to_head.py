@@ -11,7 +11,6 @@ imports and re-exports these names).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from torch import nn
 import explorer
 from explorer._checks import check_choice
 from explorer.models.vision import build_vision_model
+from explorer.models.shipped import load_weights, read_result
 
 __all__ = [
     "EXPERIMENTS", "MODELS", "CANVAS", "PLACEMENT", "DATA_SEED", "MAX_SHIFT", "RESULT_FILES", "RESULTS_FILE",
@@ -62,13 +62,7 @@ def load_results(experiment: str, folder: str | Path | None = None) -> dict[str,
     """
     check_choice("experiment", experiment, EXPERIMENTS)
     folder = default_head_to_head_dir() if folder is None else Path(folder)
-    path = folder / RESULT_FILES[experiment]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run `{RETRAIN_COMMAND} {experiment} --out {folder}`")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} cannot be read ({error})") from error
+    return read_result(folder / RESULT_FILES[experiment], f"{RETRAIN_COMMAND} {experiment} --out {folder}")
 
 
 def load_head_to_head(name: str, folder: str | Path | None = None,
@@ -91,8 +85,6 @@ def load_head_to_head(name: str, folder: str | Path | None = None,
         ValueError: unknown ``name`` or ``experiment``, or a file that cannot be read / does not fit.
         FileNotFoundError: a missing file.
     """
-    from safetensors.torch import load_file
-
     name = _check_name(name)
     check_choice("experiment", experiment, ("equivariance", "ood_position"))
     folder = default_head_to_head_dir() if folder is None else Path(folder)
@@ -112,11 +104,4 @@ def load_head_to_head(name: str, folder: str | Path | None = None,
             entry["accuracy"] = {p: run[p] for p in ood["data"]["test_placements"]}
     except (KeyError, TypeError) as error:
         raise ValueError(f"{folder} has no usable {experiment} entry for {name!r} ({error!r})") from error
-    weights = folder / entry["weights"]
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing; retrain with `{RETRAIN_COMMAND} {experiment} --out {folder}`")
-    try:
-        model.load_state_dict(load_file(weights))
-    except (RuntimeError, OSError, ValueError) as error:
-        raise ValueError(f"{weights} does not fit {name} ({error})") from error
-    return model.eval(), entry
+    return load_weights(model, folder / entry["weights"], f"{RETRAIN_COMMAND} {experiment} --out {folder}"), entry

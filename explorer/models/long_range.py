@@ -10,7 +10,6 @@ on it. Loading never imports the training code (``explorer.train.long_range`` im
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import explorer
 from explorer._checks import check_choice
 from explorer.data.sequences import SequenceBatch, long_range_test_set
 from explorer.models.sequence import SEQUENCE_MODELS, build_sequence_model
+from explorer.models.shipped import load_weights, read_result
 
 __all__ = [
     "MODELS", "TEST_DISTANCES", "TEST_PER_DISTANCE", "TEST_SEED", "RESULTS_FILE", "RETRAIN_COMMAND",
@@ -71,20 +71,12 @@ def load_long_range(folder: str | Path | None = None) -> dict[str, Any]:
         FileNotFoundError: not run yet (the message says the command). ValueError: an unreadable file.
     """
     folder = default_long_range_dir() if folder is None else Path(folder)
-    path = folder / RESULTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run `{RETRAIN_COMMAND} --out {folder}`")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} cannot be read ({error})") from error
+    return read_result(folder / RESULTS_FILE, f"{RETRAIN_COMMAND} --out {folder}")
 
 
 def load_long_range_model(name: str, folder: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A shipped model (the first seed's weights, eval mode) and its entry of ``long_range.json`` (``models[name]``
     plus ``accuracy``: that run's per-distance accuracies)."""
-    from safetensors.torch import load_file
-
     name = _check_name(name)
     folder = default_long_range_dir() if folder is None else Path(folder)
     res = load_long_range(folder)
@@ -95,11 +87,4 @@ def load_long_range_model(name: str, folder: str | Path | None = None) -> tuple[
     except (KeyError, TypeError) as error:
         raise ValueError(f"{folder / RESULTS_FILE} has no usable entry for {name!r} ({error!r})") from error
     model = build_sequence_model(name, seed=0, **config)
-    weights = folder / entry["weights"]
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing; retrain with `{RETRAIN_COMMAND} --out {folder}`")
-    try:
-        model.load_state_dict(load_file(weights))
-    except (RuntimeError, OSError, ValueError) as error:
-        raise ValueError(f"{weights} does not fit {name} ({error})") from error
-    return model.eval(), entry
+    return load_weights(model, folder / entry["weights"], f"{RETRAIN_COMMAND} --out {folder}"), entry

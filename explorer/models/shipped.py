@@ -14,7 +14,8 @@ from typing import Callable, TypeVar
 
 from torch import nn
 
-__all__ = ["load_shipped", "save_weights", "write_card", "WEIGHTS_FILE", "CARD_FILE", "CARD_REPORT_FILE"]
+__all__ = ["load_shipped", "read_result", "load_weights", "save_weights", "write_card", "WEIGHTS_FILE", "CARD_FILE",
+           "CARD_REPORT_FILE"]
 
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.json"
@@ -55,6 +56,31 @@ def load_shipped(folder: Path, config_class: type, build: Callable[[object], M],
         raise ValueError(f"{weights_path} could not be loaded ({type(error).__name__}: {error}); "
                          f"retrain with `{retrain} --out {folder}`") from error
     return model.eval(), card
+
+
+def read_result(path: Path, command: str) -> dict:
+    """A shipped result file (JSON), or FileNotFoundError / ValueError naming ``path`` and the ``command`` that
+    writes it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run `{command}`")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} cannot be read ({error}); rerun `{command}`") from error
+
+
+def load_weights(model: M, path: Path, command: str) -> M:
+    """``model`` with the safetensors weights at ``path`` loaded strictly, in eval mode; FileNotFoundError /
+    ValueError name ``path`` and the ``command`` that retrains it."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; retrain with `{command}`")
+    try:
+        model.load_state_dict(load_file(path))
+    except (RuntimeError, OSError, ValueError) as error:
+        raise ValueError(f"{path} does not fit the model ({error}); retrain with `{command}`") from error
+    return model.eval()
 
 
 def save_weights(folder: Path, model: nn.Module) -> Path:

@@ -9,11 +9,14 @@ PNG/SVG through kaleido.
 from __future__ import annotations
 
 import html
+from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from explorer.viz._spec import SkeletonCache, patch
 
 __all__ = [
     "HEAD_COLOURS", "HEAD_VIEW_NAMES", "head_view_data", "head_view_figure", "head_view_y_range",
@@ -289,14 +292,11 @@ def bar_colours(n: int, selected: int) -> list[str]:
 
 
 # --- spec forms (see explorer.viz._spec): the validated builders above build a skeleton once; controls patch it ---
-_SKELETONS = {}
+_SKELETONS: defaultdict[str, SkeletonCache] = defaultdict(SkeletonCache)
 
 
 def _skeletons(name: str):
-    from explorer.viz._spec import SkeletonCache
 
-    if name not in _SKELETONS:
-        _SKELETONS[name] = SkeletonCache()
     return _SKELETONS[name]
 
 
@@ -304,8 +304,6 @@ def attention_heatmap_spec(pattern: np.ndarray, tokens: Sequence[str], blocked: 
                            title: str = "", factor: int = 1) -> dict:
     """:func:`attention_heatmap` as a spec: built (validated) once per size and tick labels, then only the weights,
     veil and title change."""
-    from explorer.viz._spec import patch
-
     pattern = np.asarray(pattern, dtype=np.float32)
     if pattern.ndim != 2:
         raise ValueError(f"pattern must be 2-D (query, key), got shape {pattern.shape}")
@@ -321,8 +319,6 @@ def attention_heatmap_spec(pattern: np.ndarray, tokens: Sequence[str], blocked: 
 def model_view_spec(thumbs: np.ndarray, selected: tuple[int, int] = (0, 0)) -> dict:
     """:func:`model_view_figure` as a spec: the grid is built (validated) once per thumbnail shape; another input
     replaces the thumbnails. Move the frame of a spec with :func:`model_view_select`."""
-    from explorer.viz._spec import patch
-
     thumbs = np.asarray(thumbs, dtype=np.float32)
     if thumbs.ndim != 4:
         raise ValueError(f"thumbs must be (layer, head, query, key), got shape {thumbs.shape}")
@@ -337,15 +333,11 @@ def model_view_spec(thumbs: np.ndarray, selected: tuple[int, int] = (0, 0)) -> d
 
 def model_view_select(spec: dict, selected: tuple[int, int], heads: int) -> dict:
     """The model-view spec (``heads`` columns) with its frame around ``selected``; the thumbnails are shared."""
-    from explorer.viz._spec import patch
-
     return patch(spec, layout={"shapes": {0: thumbnail_frame(selected, heads)}})
 
 
 def head_stats_spec(entropy: np.ndarray, distance: np.ndarray, sink: np.ndarray, selected: int = 0) -> dict:
     """:func:`head_stats_figure` as a spec: built (validated) once per head count, then bars and colours change."""
-    from explorer.viz._spec import patch
-
     n = len(entropy)
     skeleton, fresh = _skeletons("stats").get(n, lambda: head_stats_figure(entropy, distance, sink, selected))
     if fresh:
@@ -358,8 +350,6 @@ def head_stats_spec(entropy: np.ndarray, distance: np.ndarray, sink: np.ndarray,
 def streamed_stats_spec(entropy: np.ndarray, distance: np.ndarray, histogram: np.ndarray,
                         buckets: Sequence[tuple[int, int | None]], title: str = "", selected: int = -1) -> dict:
     """:func:`streamed_stats_figure` as a spec: built (validated) once per shape, then values and title change."""
-    from explorer.viz._spec import patch
-
     histogram = np.asarray(histogram, dtype=float)
     key = (histogram.shape, tuple(buckets))
     skeleton, fresh = _skeletons("streamed").get(

@@ -8,9 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.viz.receptive_field import png_data_uri
-
-from explorer.viz.receptive_field import Box, box_shape
+from explorer.viz._spec import SkeletonCache, cached_png_uri, patch
+from explorer.viz.receptive_field import Box, box_shape, png_data_uri
 
 __all__ = ["cross_modal_figure", "cross_modal_spec", "object_box", "normalise", "OVERLAY_SCALE"]
 
@@ -77,18 +76,13 @@ def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray,
     return fig
 
 
-_SKELETONS = None
+_SKELETONS = SkeletonCache()
 
 
 def cross_modal_spec(image: np.ndarray, attention: np.ndarray, ig: np.ndarray, heads: np.ndarray,
                      box: Box | None = None, titles: Sequence[str] | None = None) -> dict:
     """:func:`cross_modal_figure` as a spec (see :mod:`explorer.viz._spec`): built, with validation, once per image
     size, head count and titles; later calls change only the scene, the overlays and the object's outline."""
-    global _SKELETONS
-    from explorer.viz._spec import SkeletonCache, cached_png_uri, patch
-
-    if _SKELETONS is None:
-        _SKELETONS = SkeletonCache()
     image, maps = _checked(image, attention, ig, heads)
     key = (image.shape, len(maps), None if titles is None else tuple(titles))
     skeleton, fresh = _SKELETONS.get(key, lambda: cross_modal_figure(image, attention, ig, heads, box, titles))

@@ -3,11 +3,13 @@ learning curves and shift sensitivity (arrays and result rows in, plotly figures
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.viz._spec import SkeletonCache, patch
 from explorer.viz.cross_modal import OVERLAY_SCALE, normalise
 
 __all__ = ["digit_figure", "probability_figure", "learning_curves_figure", "shift_flips_figure", "flip_rows",
@@ -218,21 +220,16 @@ def looks_at_grid(vit: object, cnn: object, image: np.ndarray) -> go.Figure:
 
 
 # --- spec forms (see explorer.viz._spec): built, with validation, once; a control then patches values ---------
-_SKELETONS = {}
+_SKELETONS: defaultdict[str, SkeletonCache] = defaultdict(SkeletonCache)
 
 
 def _skeleton(name: str, key, build):
-    from explorer.viz._spec import SkeletonCache
 
-    if name not in _SKELETONS:
-        _SKELETONS[name] = SkeletonCache()
     return _SKELETONS[name].get(key, build)
 
 
 def digit_spec(image: np.ndarray, overlay: np.ndarray, title: str = "") -> dict:
     """:func:`digit_figure` as a spec: built (validated) once per image size; then pixels, overlay and title."""
-    from explorer.viz._spec import patch
-
     image, overlay = np.asarray(image, dtype=np.float32), np.asarray(overlay, dtype=np.float32)
     if image.ndim != 2:
         raise ValueError(f"image must have shape (height, width), got {image.shape}")
@@ -247,8 +244,6 @@ def digit_spec(image: np.ndarray, overlay: np.ndarray, title: str = "") -> dict:
 
 def probability_spec(probs: np.ndarray, predicted: int, target: int | None = None) -> dict:
     """:func:`probability_figure` as a spec: built (validated) once per class count; then bars and colours."""
-    from explorer.viz._spec import patch
-
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 1 or probs.size == 0:
         raise ValueError(f"probs must have shape (classes,), got {probs.shape}")

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.viz._spec import SkeletonCache, patch
+
 __all__ = ["head_numbers_figure", "patching_figure", "output_change_figure", "output_change_spec", "query_key_figure",
            "DIVERGING", "CLEAN_COLOUR", "ABLATED_COLOUR"]
 
@@ -273,7 +275,7 @@ def query_key_figure(q: object, k: object, product: object, dots: object, softma
     return go.Figure(traces, layout)
 
 
-_SKELETONS = None
+_SKELETONS = SkeletonCache()
 
 
 def output_change_spec(pair: tuple[float, float], batch_clean: object, batch_now: object,
@@ -281,11 +283,6 @@ def output_change_spec(pair: tuple[float, float], batch_clean: object, batch_now
                        accuracy: tuple[float, float], ablated: int = 0) -> dict:
     """:func:`output_change_figure` as a spec (see :mod:`explorer.viz._spec`): built, with validation, once per
     batch labels; a toggle then changes only the bars, the legend name, the panel titles and the y ranges."""
-    global _SKELETONS
-    from explorer.viz._spec import SkeletonCache, patch
-
-    if _SKELETONS is None:
-        _SKELETONS = SkeletonCache()
     labels = [str(label) for label in labels]
     args = (pair, batch_clean, batch_now, probability_clean, probability_now, labels, accuracy, ablated)
     skeleton, fresh = _SKELETONS.get(tuple(labels), lambda: output_change_figure(*args))

@@ -10,6 +10,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.viz._spec import SkeletonCache, patch
+
 __all__ = ["accuracy_distance_figure", "curves_at_distance", "sequence_figure", "sequence_spec", "MODEL_COLOURS",
            "field_window"]
 
@@ -159,14 +161,12 @@ def sequence_figure(tokens: np.ndarray, first: int, second: int, names: Sequence
 def curves_at_distance(spec: dict, distance: int) -> dict:
     """A spec of :func:`accuracy_distance_figure` (built with some ``distance``, see :mod:`explorer.viz._spec`)
     with its shown-distance lines (shapes named ``distance``) moved to ``distance``; everything else is shared."""
-    from explorer.viz._spec import patch
-
     moved = {i: {"x0": distance, "x1": distance} for i, shape in enumerate(spec["layout"].get("shapes", ()))
              if shape.get("name") == "distance"}
     return patch(spec, layout={"shapes": moved} if moved else None)
 
 
-_SKELETONS = None
+_SKELETONS = SkeletonCache()
 
 
 def sequence_spec(tokens: np.ndarray, first: int, second: int, names: Sequence[str],
@@ -174,11 +174,6 @@ def sequence_spec(tokens: np.ndarray, first: int, second: int, names: Sequence[s
                   title: str = "") -> dict:
     """:func:`sequence_figure` as a spec (see :mod:`explorer.viz._spec`): built, with validation, once per sequence
     length and models; another example or distance changes only the bars, windows, marks and ranges."""
-    global _SKELETONS
-    from explorer.viz._spec import SkeletonCache, patch
-
-    if _SKELETONS is None:
-        _SKELETONS = SkeletonCache()
     tokens = np.asarray(tokens)
     length = int(tokens.shape[0])
     key = (length, tuple(fields.items()), tuple(labels.items()), attention_row is None)

@@ -9,6 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.viz._spec import SkeletonCache, cached_png_uri, patch
+
 __all__ = ["receptive_field_figure", "receptive_field_spec", "rf_table_html", "box_shape", "zoom_range",
            "png_data_uri"]
 
@@ -105,18 +107,13 @@ def receptive_field_figure(image: np.ndarray, erf: np.ndarray, rf_box: Box, erf_
     return fig
 
 
-_SKELETONS = None
+_SKELETONS = SkeletonCache()
 
 
 def receptive_field_spec(image: np.ndarray, erf: np.ndarray, rf_box: Box, erf_box: Box,
                          centre: Sequence[float]) -> dict:
     """:func:`receptive_field_figure` as a spec dict (see :mod:`explorer.viz._spec`): the first call per image size
     builds the figure with validation; later ones change only the photo, heatmap, centre, boxes and zoom."""
-    global _SKELETONS
-    from explorer.viz._spec import SkeletonCache, cached_png_uri, patch
-
-    if _SKELETONS is None:
-        _SKELETONS = SkeletonCache()
     image, erf = _checked(image, erf)
     skeleton, fresh = _SKELETONS.get(erf.shape, lambda: receptive_field_figure(image, erf, rf_box, erf_box, centre))
     if fresh:

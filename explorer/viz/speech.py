@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from explorer.viz._spec import figure_spec
+
 __all__ = ["spectrogram_figure", "spectrogram_spec", "attention_figure", "attention_spec", "word_shapes",
            "token_label", "TRUE_COLOUR", "PREDICTED_COLOUR", "PATH_COLOUR"]
 
@@ -186,7 +188,6 @@ _DEFAULTS: dict = {}
 def _template() -> dict:
     """The default template a validated ``go.Figure`` writes into its layout (shared by every spec, never mutated)."""
     if "template" not in _DEFAULTS:
-        from explorer.viz._spec import figure_spec
 
         _DEFAULTS["template"] = figure_spec(go.Figure())["layout"]["template"]
     return _DEFAULTS["template"]
@@ -196,7 +197,6 @@ def _colorscale(name: str) -> list:
     """A named plotly colour scale as plotly's validation writes it (``[[stop, colour], ...]``)."""
     key = f"scale {name}"
     if key not in _DEFAULTS:
-        from explorer.viz._spec import figure_spec
 
         _DEFAULTS[key] = figure_spec(go.Figure(go.Heatmap(colorscale=name)))["data"][0]["colorscale"]
     return _DEFAULTS[key]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import defaultdict
 
 import numpy as np
 import plotly.graph_objects as go
@@ -17,6 +18,7 @@ import pytest
 
 from explorer.apps._plot import PlotView
 from explorer.viz import _spec
+from explorer.viz._spec import SkeletonCache
 from explorer.viz.attention import (attention_heatmap, attention_heatmap_spec, head_stats_figure, head_stats_spec,
                                     model_view_figure, model_view_select, model_view_spec, streamed_stats_figure,
                                     streamed_stats_spec)
@@ -74,9 +76,9 @@ def fresh_skeletons(monkeypatch):
     import explorer.viz.cross_modal as cross_modal
     import explorer.viz.receptive_field as receptive_field
 
-    monkeypatch.setattr(receptive_field, "_SKELETONS", None)
-    monkeypatch.setattr(cross_modal, "_SKELETONS", None)
-    monkeypatch.setattr(attention, "_SKELETONS", {})
+    monkeypatch.setattr(receptive_field, "_SKELETONS", SkeletonCache())
+    monkeypatch.setattr(cross_modal, "_SKELETONS", SkeletonCache())
+    monkeypatch.setattr(attention, "_SKELETONS", defaultdict(SkeletonCache))
 
 
 def rf_args(rng, shape=(20, 30), box=((3, 9), (4, 12)), erf_box=((5, 7.5), (6.25, 9)), centre=(6, 8.0)):
@@ -163,7 +165,7 @@ def test_png_is_encoded_once_per_image():
 def test_intervene_output_spec_equals_the_validated_builder(monkeypatch):
     import explorer.viz.intervene as intervene
 
-    monkeypatch.setattr(intervene, "_SKELETONS", None)
+    monkeypatch.setattr(intervene, "_SKELETONS", SkeletonCache())
     rng = np.random.default_rng(5)
     labels = ["bank", "<i>bat</i>", "cell"]
     for ablated in (0, 1, 3, 0):
@@ -189,7 +191,7 @@ def test_long_range_curves_move_only_the_distance_line():
 def test_head_to_head_specs_equal_the_validated_builders(monkeypatch):
     import explorer.viz.head_to_head as h2h
 
-    monkeypatch.setattr(h2h, "_SKELETONS", {})
+    monkeypatch.setattr(h2h, "_SKELETONS", defaultdict(SkeletonCache))
     rng = np.random.default_rng(6)
     for title in ("test image 3: IG", "", "moved <b>2</b> px"):
         a = (rng.random((12, 12)), rng.random((12, 12)) - 0.5, title)
@@ -202,7 +204,7 @@ def test_head_to_head_specs_equal_the_validated_builders(monkeypatch):
 def test_long_range_sequence_spec_equals_the_validated_builder(monkeypatch):
     import explorer.viz.long_range as long_range
 
-    monkeypatch.setattr(long_range, "_SKELETONS", None)
+    monkeypatch.setattr(long_range, "_SKELETONS", SkeletonCache())
     rng = np.random.default_rng(7)
     fields = {"cnn": 9, "dilated_cnn": 31}
     labels = {"cnn": "CNN", "dilated_cnn": "dilated", "attention": "attention"}

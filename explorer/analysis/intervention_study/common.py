@@ -39,6 +39,7 @@ from explorer._provenance import git_commit
 from explorer.analysis.agreement import interval, paired_difference, spearman
 from explorer.analysis.intervention import Forward, pruning_curve, pruning_order, run_with_edits, scaling
 from explorer.analysis.intervention_metrics import Metric
+from explorer.models.shipped import read_result
 
 __all__ = [
     "LEVEL", "LEVEL_NOTE", "DIGITS", "RANDOM_ORDERS", "RANDOM_DRAWS", "FRACTIONS", "SHOWN", "RARELY", "LITTLE_LOSS",
@@ -134,13 +135,9 @@ class Laps:
 
 
 def read_json(path: Path, command: str) -> dict[str, Any]:
-    """Read a shipped result, or raise FileNotFoundError/ValueError naming the file and the command that makes it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run `{command}`")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} cannot be read ({error}); rerun `{command}`") from error
+    """Read a shipped result, or raise FileNotFoundError/ValueError naming the file and the command that makes it
+    (:func:`explorer.models.shipped.read_result`)."""
+    return read_result(path, command)
 
 
 # --- statistics -------------------------------------------------------------------------------------------------

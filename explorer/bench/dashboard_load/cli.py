@@ -72,20 +72,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if getattr(args, "url", None) is not None:
         args.url = check_url(args.url)
     _check_range(args.timeout, "--timeout", 10, 7200)
-    if args.command == "visitors":
+    if args.command in ("visitors", "serve-only"):  # both start N visitors against their own pooled server
         args.n = check_counts(args.n, "--n", 1)
         args.preheat = check_counts(args.preheat, "--preheat", 0)
-        _check_range(args.repeats, "--repeats", 1, 10)
         _check_range(args.cull_timeout, "--cull-timeout", 1, 3600)
         _check_range(args.cull_interval, "--cull-interval", 1, 600)
+    if args.command == "visitors":
+        _check_range(args.repeats, "--repeats", 1, 10)
         _check_range(args.load_timeout, "--load-timeout", 5, 3600)
         if args.url is not None and args.preheat != [0]:
             raise ValueError("--preheat needs the benchmark's own server; leave it out with --url")
     elif args.command == "serve-only":
-        args.n = check_counts(args.n, "--n", 1)
-        args.preheat = check_counts(args.preheat, "--preheat", 0)
-        _check_range(args.cull_timeout, "--cull-timeout", 1, 3600)
-        _check_range(args.cull_interval, "--cull-interval", 1, 600)
         _check_range(args.round_timeout, "--round-timeout", 5, 600)
     else:
         _check_range(args.repeats, "--repeats", 1, 200)
