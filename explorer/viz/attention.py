@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.viz._spec import SkeletonCache, patch
+from explorer.viz._spec import SkeletonCache, patch, quick_axes
 
 __all__ = [
     "HEAD_COLOURS", "HEAD_VIEW_NAMES", "head_view_data", "head_view_figure", "head_view_y_range",
@@ -174,7 +174,7 @@ def attention_heatmap(pattern: np.ndarray, tokens: Sequence[str], blocked: np.nd
                       margin={"l": 80, "r": 10, "t": 50, "b": 80}, uirevision="heatmap")
     fig.update_xaxes(title="key", tickangle=-60, **axes, constrain="domain")
     fig.update_yaxes(title="query", autorange="reversed", scaleanchor="x", **axes, constrain="domain")
-    return fig
+    return quick_axes(fig)
 
 
 def mask_veil(blocked: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -218,7 +218,7 @@ def model_view_figure(thumbs: np.ndarray, selected: tuple[int, int] = (0, 0)) ->
                       title={"text": "model view: every layer × head (click one to open it)", "font": {"size": 13},
                              "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 8}},
                       uirevision="model-view")
-    return fig
+    return quick_axes(fig)
 
 
 def thumbnail_frame(selected: tuple[int, int], heads: int) -> dict:
@@ -244,7 +244,7 @@ def head_stats_figure(entropy: np.ndarray, distance: np.ndarray, sink: np.ndarra
     fig.update_layout(height=520, showlegend=False, margin={"l": 40, "r": 10, "t": 40, "b": 40},
                       uirevision="stats")
     fig.update_xaxes(title="head", row=3, col=1, dtick=1)
-    return fig
+    return quick_axes(fig)
 
 
 def bucket_labels(buckets: Sequence[tuple[int, int | None]]) -> list[str]:
@@ -284,7 +284,7 @@ def streamed_stats_figure(entropy: np.ndarray, distance: np.ndarray, histogram: 
     fig.update_layout(title={"text": title, "font": {"size": 13}, "y": 1, "yref": "container", "yanchor": "top",
                              "pad": {"t": 8}}, height=380, showlegend=False,
                       margin={"l": 50, "r": 10, "t": 80, "b": 50}, uirevision="streamed")
-    return fig
+    return quick_axes(fig)
 
 
 def bar_colours(n: int, selected: int) -> list[str]:

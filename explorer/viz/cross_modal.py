@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.viz._spec import SkeletonCache, cached_png_uri, patch
+from explorer.viz._spec import SkeletonCache, cached_png_uri, patch, quick_axes
 from explorer.viz.receptive_field import Box, box_shape, png_data_uri
 
 __all__ = ["cross_modal_figure", "cross_modal_spec", "object_box", "normalise", "OVERLAY_SCALE"]
@@ -73,7 +73,7 @@ def cross_modal_figure(image: np.ndarray, attention: np.ndarray, ig: np.ndarray,
         fig.layout[f"yaxis{axis}"].scaleanchor = f"x{axis}"
     fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
                       uirevision="cross-modal", font={"size": 11})
-    return fig
+    return quick_axes(fig)
 
 
 _SKELETONS = SkeletonCache()

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.viz._spec import SkeletonCache, patch
+from explorer.viz._spec import SkeletonCache, patch, quick_axes
 from explorer.viz.cross_modal import OVERLAY_SCALE, normalise
 
 __all__ = ["digit_figure", "probability_figure", "learning_curves_figure", "shift_flips_figure", "flip_rows",
@@ -52,7 +52,7 @@ def digit_figure(image: np.ndarray, overlay: np.ndarray, title: str = "") -> go.
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 46, "b": 10}, showlegend=False,
                       title={"text": title, "font": {"size": 13}, "x": 0.5, "xanchor": "center"},
                       uirevision="h2h-digit", plot_bgcolor="white")
-    return fig
+    return quick_axes(fig)
 
 
 def probability_figure(probs: np.ndarray, predicted: int, target: int | None = None) -> go.Figure:
@@ -78,7 +78,7 @@ def probability_figure(probs: np.ndarray, predicted: int, target: int | None = N
     fig.update_yaxes(title_text="probability", range=[0, 1.02], fixedrange=True)
     fig.update_layout(height=250, margin={"l": 50, "r": 10, "t": 30, "b": 40}, showlegend=False,
                       title={"text": "class probabilities", "font": {"size": 13}}, uirevision="h2h-probs")
-    return fig
+    return quick_axes(fig)
 
 
 def learning_curves_figure(curves: Mapping[str, Sequence[Mapping]], labels: Mapping[str, str],
@@ -120,7 +120,7 @@ def learning_curves_figure(curves: Mapping[str, Sequence[Mapping]], labels: Mapp
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False)
         fig.add_annotation(text=empty, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-    return fig
+    return quick_axes(fig)
 
 
 def flip_rows(rows: Sequence[Mapping], mode: str = "circular") -> dict[str, list[Mapping]]:
@@ -168,7 +168,7 @@ def shift_flips_figure(rows: Mapping[str, Sequence[Mapping]], labels: Mapping[st
     fig.update_layout(height=340, margin={"l": 60, "r": 10, "t": 40, "b": 45}, uirevision="h2h-flips",
                       title={"text": "prediction flips under shift (mean ± std of seeds)", "font": {"size": 13}},
                       legend={"orientation": "h", "y": -0.25, "font": {"size": 11}})
-    return fig
+    return quick_axes(fig)
 
 
 def looks_at_grid(vit: object, cnn: object, image: np.ndarray) -> go.Figure:
@@ -216,7 +216,7 @@ def looks_at_grid(vit: object, cnn: object, image: np.ndarray) -> go.Figure:
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.update_annotations(font_size=12)
     fig.update_layout(height=640, margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    return fig
+    return quick_axes(fig)
 
 
 # --- spec forms (see explorer.viz._spec): built, with validation, once; a control then patches values ---------

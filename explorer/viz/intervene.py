@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.viz._spec import SkeletonCache, patch
+from explorer.viz._spec import SkeletonCache, patch, quick_axes
 
 __all__ = ["head_numbers_figure", "patching_figure", "output_change_figure", "output_change_spec", "query_key_figure",
            "DIVERGING", "CLEAN_COLOUR", "ABLATED_COLOUR"]
@@ -101,7 +101,7 @@ def head_numbers_figure(attention: object, importance: object, effect: object, w
         layout.update(axes)
         layout["annotations"].append({"text": title, "x": (domain[0] + domain[1]) / 2, "y": 1.0, "xref": "paper",
                                       "yref": "paper", "yanchor": "bottom", "showarrow": False, "font": _FONT})
-    return go.Figure(traces, layout)
+    return quick_axes(go.Figure(traces, layout))
 
 
 def patching_figure(restored: object, clean: float, corrupted: float, word: str | None = None) -> go.Figure:
@@ -131,7 +131,7 @@ def patching_figure(restored: object, clean: float, corrupted: float, word: str 
                        hovertemplate="layer %{y}, head %{x}<br>restores %{z:.1%} of the drop<extra></extra>")
     layout = {"height": 300, "margin": {"l": 50, "r": 20, "t": 44, "b": 45}, "uirevision": "iv-patching",
               "title": {"text": title, "font": _FONT}, **_head_axes(layers, heads)}
-    return go.Figure([trace], layout)
+    return quick_axes(go.Figure([trace], layout))
 
 
 def _output_vectors(labels, pair, batch_clean, batch_now, probability_clean, probability_now, accuracy):
@@ -199,7 +199,7 @@ def output_change_figure(pair: tuple[float, float], batch_clean: object, batch_n
         layout["annotations"].append({"text": title, "x": (domain[0] + domain[1]) / 2, "y": 1.0, "xref": "paper",
                                       "yref": "paper", "yanchor": "bottom", "showarrow": False,
                                       "font": {"size": 12}})
-    return go.Figure(traces, layout)
+    return quick_axes(go.Figure(traces, layout))
 
 
 def query_key_figure(q: object, k: object, product: object, dots: object, softmax: object, tokens: Sequence[str],
@@ -272,7 +272,7 @@ def query_key_figure(q: object, k: object, product: object, dots: object, softma
         "shapes": [{"type": "rect", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": query - 0.5,
                     "y1": query + 0.5, "line": {"color": "#e4572e", "width": 1.5}, "name": "query"}],
     }
-    return go.Figure(traces, layout)
+    return quick_axes(go.Figure(traces, layout))
 
 
 _SKELETONS = SkeletonCache()

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.viz._spec import SkeletonCache, patch
+from explorer.viz._spec import SkeletonCache, patch, quick_axes
 
 __all__ = ["accuracy_distance_figure", "curves_at_distance", "sequence_figure", "sequence_spec", "MODEL_COLOURS",
            "field_window"]
@@ -93,7 +93,7 @@ def accuracy_distance_figure(curves: Mapping[str, Mapping[str, Mapping]], fields
                       title={"text": "accuracy vs distance (mean of seeds, 95 % interval) and receptive fields",
                              "font": {"size": 13}},
                       legend={"orientation": "h", "y": -0.16, "font": {"size": 11}})
-    return fig
+    return quick_axes(fig)
 
 
 def field_window(field: int, first: int, second: int, length: int) -> tuple[int, int]:
@@ -155,7 +155,7 @@ def sequence_figure(tokens: np.ndarray, first: int, second: int, names: Sequence
     fig.update_layout(height=330, margin={"l": 60, "r": 10, "t": 40, "b": 45}, bargap=0,
                       title={"text": title, "font": {"size": 13}},
                       legend={"orientation": "h", "y": -0.3, "font": {"size": 11}})
-    return fig
+    return quick_axes(fig)
 
 
 def curves_at_distance(spec: dict, distance: int) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.viz._spec import SkeletonCache, cached_png_uri, patch
+from explorer.viz._spec import SkeletonCache, cached_png_uri, patch, quick_axes
 
 __all__ = ["receptive_field_figure", "receptive_field_spec", "rf_table_html", "box_shape", "zoom_range",
            "png_data_uri"]
@@ -102,9 +102,10 @@ def receptive_field_figure(image: np.ndarray, erf: np.ndarray, rf_box: Box, erf_
     fig.layout.yaxis.update(range=[height - 0.5, -0.5], showgrid=False, scaleanchor="x", constrain="domain")
     fig.layout.xaxis2.update(range=zoom_x, showgrid=False, constrain="domain")
     fig.layout.yaxis2.update(range=zoom_y, showgrid=False, scaleanchor="x2", constrain="domain")
-    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 56, "b": 10}, showlegend=False,
+    # margins fixed to hold the pixel numbers (see explorer.viz._spec.quick_axes)
+    fig.update_layout(height=380, margin={"l": 40, "r": 10, "t": 56, "b": 30}, showlegend=False,
                       uirevision="rf", font={"size": 11})
-    return fig
+    return quick_axes(fig, fixed_margins=True)
 
 
 _SKELETONS = SkeletonCache()

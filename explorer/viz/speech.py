@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.viz._spec import figure_spec
+from explorer.viz._spec import FIXED_MARGINS, QUICK_AXIS, figure_spec
 
 __all__ = ["spectrogram_figure", "spectrogram_spec", "attention_figure", "attention_spec", "word_shapes",
            "token_label", "TRUE_COLOUR", "PREDICTED_COLOUR", "PATH_COLOUR"]
@@ -29,7 +29,9 @@ TRUE_COLOUR = "#2ca02c"       # eSpeak's own word times
 PREDICTED_COLOUR = "#ff7f0e"  # the times read off the model's cross-attention
 PATH_COLOUR = "#ff2d55"       # the DTW path
 _STRIPS = {"true": (1.015, 1.085), "predicted": (1.095, 1.165)}  # paper y of the two strips above the plot
-_MARGIN = {"l": 64, "r": 16, "b": 40}
+# margins fixed to hold the axes' labels and titles (see explorer.viz._spec.quick_axes)
+_MARGIN = {"l": 64, "r": 16, "b": 54}
+_AXIS = {**QUICK_AXIS, **FIXED_MARGINS}
 
 
 def _spans(name: str, starts: object, ends: object, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,8 +111,8 @@ def spectrogram_spec(mel: object, words: Sequence[str], true_starts: object, tru
     layout = {
         "height": 320, "margin": {**_MARGIN, "t": 78 if not title else 100}, "uirevision": "speech-spectrogram",
         "shapes": shapes,
-        "xaxis": {"title": {"text": "time (s)"}, "range": [-hop_seconds / 2, (frames - 0.5) * hop_seconds]},
-        "yaxis": {"title": {"text": "mel band"}, "range": [-0.5, bands - 0.5]},
+        "xaxis": {"title": {"text": "time (s)"}, "range": [-hop_seconds / 2, (frames - 0.5) * hop_seconds], **_AXIS},
+        "yaxis": {"title": {"text": "mel band"}, "range": [-0.5, bands - 0.5], **_AXIS},
         "annotations": [{"text": a["text"], "x": 0, "xref": "paper", "xanchor": "right", "y": a["y"], "yref": "paper",
                          "yanchor": "middle", "showarrow": False, "font": {"size": 10}, "xshift": -4} for a in legend],
     }
@@ -174,10 +176,11 @@ def attention_spec(values: object, tokens: Sequence[str], path_tokens: object, p
         "height": int(np.clip(110 + 11 * n_tokens, 300, 760)), "uirevision": "speech-attention",
         "margin": {**_MARGIN, "t": 40}, "showlegend": False,
         "title": {"text": html.escape(title), "font": {"size": 13}},
-        "xaxis": {"title": {"text": "time (s)"}, "range": [-frame_seconds / 2, (frames - 0.5) * frame_seconds]},
+        "xaxis": {"title": {"text": "time (s)"}, "range": [-frame_seconds / 2, (frames - 0.5) * frame_seconds],
+                  **_AXIS},
         "yaxis": {"title": {"text": "token"}, "autorange": "reversed", "tickmode": "array",
                   "tickvals": list(range(n_tokens)),
-                  "ticktext": labels, "tickfont": {"size": 9 if n_tokens > 30 else 11}},
+                  "ticktext": labels, "tickfont": {"size": 9 if n_tokens > 30 else 11}, **_AXIS},
     }
     return {"data": [heatmap, path], "layout": {"template": _template(), **layout}}
 
