@@ -352,12 +352,14 @@ class AttentionMapsApp:
     def _refresh(self, head_view: bool = True) -> None:
         """Show the current input and selection: each figure's spec from ``explorer.viz`` gets the new numbers."""
         self._pending = False
-        self.histogram.update(streamed_stats_spec(*self._streamed_panel()))
         self._maps.layout.display = "none" if self.stats_only else None
         if self.stats_only:
+            self.histogram.update(streamed_stats_spec(*self._streamed_panel()))
             self._update_status()
             return
+        # the selected map first: the page draws the figures in the order they arrive
         self.heatmap.update(attention_heatmap_spec(*self._matrix()))
+        self.histogram.update(streamed_stats_spec(*self._streamed_panel()))
         self.model_view.update(self._model_view_figure())
         self.stats.update(head_stats_spec(*self._layer_stats(), selected=max(self.head.value, 0)))
         if not head_view:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import html
 import json
 import logging
+import time
 from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
-import plotly.graph_objects as go
 
 from explorer.apps._callbacks import callback
 from explorer.apps._comm_guard import harden
@@ -18,7 +18,7 @@ from explorer.apps._plot import PlotView
 from explorer.analysis.cost import OPS, cost
 from explorer.bench.scaling import Measurement, fit_by_op, measure
 from explorer.guard import RequestRefused, check, human_bytes, memory_budget
-from explorer.viz.cost import OP_COLOURS, CostSeries, cost_scaling_figure
+from explorer.viz.cost import OP_COLOURS, CostSeries, cost_scaling_spec
 
 __all__ = ["CostScalingApp", "gpu_benchmarks", "shipped_sweep"]
 
@@ -144,6 +144,7 @@ class CostScalingApp:
                              (self.calc_op, "cost-calc-op"), (self.calc_n, "cost-calc-n"),
                              (self.calc_button, "cost-calc"), (self.calc_result, "cost-calc-result")):
             widget.add_class(name)
+        self.sweep_seconds: float | None = None  # wall-clock of the last live sweep's timing loop
         self.measurements: list = []
         self.exponents: dict = {}
         self.shipped, self.shipped_label = shipped_sweep()
@@ -191,14 +192,14 @@ class CostScalingApp:
             out.append(CostSeries(op, suffix, ns, times, peaks, COLOURS[op], symbol, flops, memory))
         return out
 
-    def _figure(self) -> go.Figure:
+    def _figure(self) -> dict:
         """The shipped sweep (open markers), this machine's live sweep (filled, with the analytic shapes through
         it; through the shipped points while there is none) and any GPU records."""
         live = self.measurements
         series = self._series(self.shipped, " (shipped)", "circle-open", analytic=not live)
         series += self._series(live, "", "circle", analytic=True)
         title = self.shipped_label + ("; filled: this machine, now" if live else "")
-        return cost_scaling_figure(series, self._gpu, title=title)
+        return cost_scaling_spec(series, self._gpu, title=title)
 
     # --- actions ---------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -228,15 +229,18 @@ class CostScalingApp:
                     plan.append((op, n, kwargs))
         self.progress.max, self.progress.value = max(len(plan), 1), 0
         self.measurements = []
+        started = time.perf_counter()
         for op, n, kwargs in plan:
             self.measurements.append(measure(op, n, repeats=3, warmup=1, **kwargs))
             self.progress.value += 1
+        self.sweep_seconds = time.perf_counter() - started  # the timing itself (what the latency bench subtracts)
         self._draw()
         note = "" if not refused else ("<br><span class='cost-refused'>Refused by the memory/time guard: "
                                        + html.escape("; ".join(refused[:4])) + (" …" if len(refused) > 4 else "")
                                        + "</span>")
-        self.status.value = (f"<span class='cost-done' data-points='{len(self.measurements)}'>measured "
-                             f"{len(self.measurements)} points</span>{note}")
+        self.status.value = (f"<span class='cost-done' data-points='{len(self.measurements)}' "
+                             f"data-seconds='{self.sweep_seconds:.4f}'>measured {len(self.measurements)} points in "
+                             f"{self.sweep_seconds:.2f} s</span>{note}")
 
     def _draw(self) -> None:
         """Fit exponents of the live sweep and show it beside the shipped one."""

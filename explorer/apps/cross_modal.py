@@ -221,8 +221,9 @@ class CrossModalApp:
     def _refresh(self) -> None:
         if self._busy:
             return
-        self._update_text()
+        # the figure before the text: the page handles the updates in the order they arrive
         self.figure.update(cross_modal_spec(*self._figure_arrays()))
+        self._update_text()
 
     # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------
 
@@ -232,9 +233,12 @@ class CrossModalApp:
         soon(self._prefetch, self.message, "xm-error", what="prepare the next scene", run_now=False)
 
     def _on_scene(self) -> None:
-        self._make_scene()
-        self._run()
-        self._refresh()
+        # the figure reaches the page first; the controls the new scene changes (the target's options, the question)
+        # right after it
+        with self.target.hold_sync(), self.query.hold_sync():
+            self._make_scene()
+            self._run()
+            self._refresh()
 
     def _on_question(self) -> None:
         if self._busy:

@@ -188,8 +188,9 @@ class LongRangeApp:
 
     def _on_input(self) -> None:
         self._run()
-        self.sequence_figure.update(self._sequence())
+        # the curves first (the distance slider moves their line): the page draws figures in the order they arrive
         self.curves_figure.update(self._curves())
+        self.sequence_figure.update(self._sequence())
 
     def _on_view(self) -> None:
         self.sequence_figure.update(self._sequence())

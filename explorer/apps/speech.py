@@ -301,10 +301,11 @@ class SpeechApp:
         """Compute ``utterance``'s word times and, only if that worked, draw them (else nothing changes)."""
         self._apply(*self._compute(utterance))
         self.wav = wav_bytes(utterance.audio)
-        self.audio.value = self.wav
-        self.spectrogram.update(self._spectrogram_figure())
+        # the attention map first, the audio last: the page handles the updates in the order they arrive
         self.attention.update(self._attention_figure())
+        self.spectrogram.update(self._spectrogram_figure())
         self._update_text()
+        self.audio.value = self.wav
 
     # --- callbacks: public endpoints, run through ``callback`` (they never raise into the kernel) ----------
     def _on_example(self) -> None:

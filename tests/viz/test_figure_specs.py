@@ -227,3 +227,32 @@ def test_speech_specs_equal_the_validated_figures():
     path = (np.array([0, 1, 2, 3, 4, 5]), np.array([0, 5, 9, 20, 30, 39]))
     a = (values, list("ab c") + ["x", "<eot>"], *path, 0.02, "alignment & path", "standardised")
     check_spec(speech.attention_spec(*a), speech.attention_figure(*a))
+
+
+def test_cost_scaling_spec_equals_the_validated_builder(monkeypatch):
+    import explorer.viz.cost as cost
+    from explorer.viz.cost import CostSeries, cost_scaling_figure, cost_scaling_spec
+
+    monkeypatch.setattr(cost, "_SKELETONS", SkeletonCache())
+    rng = np.random.default_rng(7)
+
+    def series(n_points, analytic):
+        ns = 2 ** np.arange(6, 6 + n_points)
+        out = []
+        for i, op in enumerate(("attention", "conv1d")):
+            for suffix, symbol in (("", "circle"), (" (shipped)", "circle-open")):
+                curve = rng.random(n_points) if analytic and suffix == "" else None
+                out.append(CostSeries(op, suffix, ns, rng.random(n_points), rng.integers(1, 10**9, n_points),
+                                      f"#00000{i}", symbol, flops=curve, memory=curve))
+        return out
+
+    gpu = [{"n": 1024, "median_s": 0.001, "label": "fused", "device_name": "H100"}]
+    first = series(5, True)
+    check_spec(cost_scaling_spec(first, gpu, "t"), cost_scaling_figure(first, gpu, "t"))  # the skeleton
+    for args in (series(5, True), series(3, True)):  # new numbers, fewer sizes: patched
+        spec = cost_scaling_spec(args, gpu, "t")
+        assert len(cost._SKELETONS._items) == 1
+        check_spec(spec, cost_scaling_figure(args, gpu, "t"))
+    other = series(4, False)  # no analytic curves: another structure, its own skeleton
+    check_spec(cost_scaling_spec(other, (), None), cost_scaling_figure(other, (), None))
+    assert len(cost._SKELETONS._items) == 2
