@@ -51,25 +51,36 @@ PAGE_REPORT_JS = """
 WATCH_JS = """
 () => {
   if (window.__bench) return;
-  const state = window.__bench = {input: null, last: null, count: 0, armed: false, observer: null};
+  const state = window.__bench = {input: null, last: null, lastPage: null, count: 0, armed: false, observers: []};
   const onInput = (event) => { if (state.armed && state.input === null) state.input = event.timeStamp; };
   for (const type of ["keydown", "pointerdown", "mousedown"]) document.addEventListener(type, onInput, true);
-  state.arm = (selector) => {
-    if (state.observer) state.observer.disconnect();
-    const el = document.querySelector(selector);
-    if (!el) return false;
-    Object.assign(state, {input: null, last: null, count: 0, armed: true});
-    state.observer = new MutationObserver(() => {
-      if (state.input !== null) { state.last = performance.now(); state.count += 1; }
-    });
-    state.observer.observe(el, {subtree: true, attributes: true, childList: true, characterData: true});
+  const options = {subtree: true, attributes: true, childList: true, characterData: true};
+  // ``selector``: the figure a sample is about; ``page``: everything the control may redraw (the whole tab)
+  state.arm = (selector, page) => {
+    for (const observer of state.observers) observer.disconnect();
+    const el = document.querySelector(selector), scope = page ? document.querySelector(page) : null;
+    if (!el || (page && !scope)) return false;
+    Object.assign(state, {input: null, last: null, lastPage: null, count: 0, armed: true, observers: []});
+    const watch = (target, mark) => {
+      const observer = new MutationObserver(() => { if (state.input !== null) mark(performance.now()); });
+      observer.observe(target, options);
+      state.observers.push(observer);
+    };
+    watch(el, (t) => { state.last = t; state.count += 1; });
+    if (scope) watch(scope, (t) => { state.lastPage = t; });
     return true;
   };
-  state.settled = (quiet) => state.last !== null && performance.now() - state.last >= quiet;
+  // settled: the figure quiet for ``quiet`` ms, and the page too (or still changing 20 s after the input)
+  state.settled = (quiet) => {
+    const now = performance.now();
+    if (state.last === null || now - state.last < quiet) return false;
+    return state.lastPage === null || now - state.lastPage >= quiet || now - state.input > 20000;
+  };
   state.finish = () => {
-    if (state.observer) state.observer.disconnect();
+    for (const observer of state.observers) observer.disconnect();
+    state.observers = [];
     state.armed = false;
-    return {input: state.input, last: state.last, count: state.count};
+    return {input: state.input, last: state.last, lastPage: state.lastPage, count: state.count};
   };
 }
 """

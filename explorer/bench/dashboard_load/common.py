@@ -61,6 +61,7 @@ SELECTORS: dict[str, str] = {
     "sp_ready": ".sp-attention.js-plotly-plot .main-svg",
     "sp_example": ".sp-example select",                       # the example utterance (arrow keys step it)
     "sp_figure": ".sp-attention",
+    "cost_done": ".cost-status .cost-done",                  # data-seconds: the sweep's timing loop
     "cost_ready": ".cost-calc",
     "cost_n": ".cost-calc-n input",
     "cost_button": ".cost-calc",

@@ -4,6 +4,9 @@ In one page load, for each scenario: a ``MutationObserver`` (subtree, attributes
 installed on the scenario's figure container, the control is operated (a key press on a slider handle or a
 click), and the sample is ``last mutation - input event``, both on the page's ``performance.now()`` clock
 (the input time is the key/pointer event's ``timeStamp``), once 400 ms have passed without a further mutation.
+A second observer watches the whole tab widget (``Scenario.page``): ``page_latency_s`` runs to the last mutation
+anywhere in it, so the figures a control redraws after its main one (the attention tab's model view and head
+view, the speech tab's spectrogram) are reported too (``page_median_s``, the "whole tab" column).
 So a sample covers the websocket round trip, the kernel's computation and the browser's redraw. First, in the same
 run, the one-slider page (the ``visitors`` mode's reference: an IntSlider and a ``go.FigureWidget`` heatmap it
 redraws, on its own Voila server with the same ``voila.json``) is measured the same way (its slider's arrow keys),
@@ -50,6 +53,8 @@ class Scenario:
     alternate_input: str | None = None  # an input set to alternating values before each click
     alternate_values: tuple[str, ...] = ()
     ready_timeout_s: float = 180.0
+    page: str = SELECTORS["dashboard"]  # everything the control may redraw: the dashboard's tabs
+    work: str | None = None  # an element whose data-seconds is the deliberate work of the sample (the cost sweep's timing)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -61,7 +66,7 @@ SCENARIOS: dict[str, Scenario] = {
                                       SELECTORS["xm_figure"]),
     # the sweep of the tab's default ops and sizes (bounded by the app's time guard), drawn once at its end
     "cost_scaling_run": Scenario(TAB_TITLES["cost"], SELECTORS["cost_figure_ready"], SELECTORS["cost_run"],
-                                 SELECTORS["cost_figure"], ready_timeout_s=240.0),
+                                 SELECTORS["cost_figure"], ready_timeout_s=240.0, work=SELECTORS["cost_done"]),
     "head_to_head_shift": Scenario(TAB_TITLES["h2h"], SELECTORS["h2h_ready"], SELECTORS["h2h_shift"],
                                    SELECTORS["h2h_figure"], keys=("ArrowRight", "ArrowLeft")),
     "long_range_distance": Scenario(TAB_TITLES["lr"], SELECTORS["lr_ready"], SELECTORS["lr_distance"],
@@ -95,8 +100,8 @@ async def one_sample(page, scenario: Scenario, index: int, deadline: Deadline) -
         box = page.locator(scenario.alternate_input).first
         await box.fill(scenario.alternate_values[index % len(scenario.alternate_values)], timeout=10_000)
         await box.press("Enter", timeout=10_000)
-    if not await page.evaluate("(s) => window.__bench.arm(s)", scenario.container):
-        raise LookupError(f"container {scenario.container!r} not found")
+    if not await page.evaluate("([s, p]) => window.__bench.arm(s, p)", [scenario.container, scenario.page]):
+        raise LookupError(f"container {scenario.container!r} or page {scenario.page!r} not found")
     control = page.locator(scenario.controls[index % len(scenario.controls)] if scenario.controls
                            else scenario.control).first
     if scenario.keys:
@@ -109,12 +114,19 @@ async def one_sample(page, scenario: Scenario, index: int, deadline: Deadline) -
     done = await page.evaluate("() => window.__bench.finish()")
     if done["input"] is None:
         raise RuntimeError("the input event was not seen")
-    return {"latency_s": (done["last"] - done["input"]) / 1e3, "mutations": done["count"]}
+    page_last = max(done["last"], done["lastPage"] or done["last"])
+    work = None
+    if scenario.work:
+        work = await page.locator(scenario.work).first.get_attribute("data-seconds", timeout=10_000)
+    return {"latency_s": (done["last"] - done["input"]) / 1e3, "page_latency_s": (page_last - done["input"]) / 1e3,
+            "mutations": done["count"], "work_s": None if work is None else float(work)}
 
 
 async def run_scenario(page, scenario: Scenario, repeats: int, deadline: Deadline) -> dict:
     """``repeats`` samples; on a missing selector or a timeout, ``{"error": ...}`` with the samples so far."""
     samples: list[float] = []
+    page_samples: list[float] = []
+    work: list[float] = []
     mutations: list[int] = []
     try:
         await open_tab(page, scenario, deadline)
@@ -122,20 +134,30 @@ async def run_scenario(page, scenario: Scenario, repeats: int, deadline: Deadlin
         for index in range(repeats):
             sample = await one_sample(page, scenario, index, deadline)
             samples.append(sample["latency_s"])
+            page_samples.append(sample["page_latency_s"])
+            if sample["work_s"] is not None:
+                work.append(sample["work_s"])
             mutations.append(sample["mutations"])
     except Exception as error:  # a selector that moved must not end the run
         with contextlib.suppress(Exception):
             await page.evaluate("() => window.__bench && window.__bench.finish()")
         return {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}", "samples_s": samples,
                 "selectors": _selectors_of(scenario)}
-    stats = summarize(samples)
-    return {"samples_s": samples, "median_s": stats["median"], "p95_s": stats["p95"], "summary": stats,
-            "mutations": mutations, "selectors": _selectors_of(scenario)}
+    stats, page_stats = summarize(samples), summarize(page_samples)
+    out = {"samples_s": samples, "median_s": stats["median"], "p95_s": stats["p95"], "summary": stats,
+           "page_samples_s": page_samples, "page_median_s": page_stats["median"], "page_p95_s": page_stats["p95"],
+           "mutations": mutations, "selectors": _selectors_of(scenario)}
+    if work and len(work) == len(samples):  # the control's own cost: each sample less its deliberate work
+        out["work_s"] = work
+        out["work_median_s"] = summarize(work)["median"]
+        out["beyond_work_median_s"] = summarize([s - w for s, w in zip(samples, work)])["median"]
+    return out
 
 
 def _selectors_of(scenario: Scenario) -> dict:
     return {"tab": scenario.tab, "ready": scenario.ready, "control": scenario.control,
-            "controls": list(scenario.controls), "container": scenario.container, "keys": list(scenario.keys)}
+            "controls": list(scenario.controls), "container": scenario.container, "page": scenario.page,
+            "keys": list(scenario.keys)}
 
 
 async def latency_page(browser, url: str, repeats: int, deadline: Deadline,
@@ -167,7 +189,7 @@ async def latency_page(browser, url: str, repeats: int, deadline: Deadline,
 # the one-slider page: its slider's handle stepped by arrow keys, its plotly graph watched
 ONE_SLIDER_NAME = "one_slider_page"
 ONE_SLIDER = Scenario("", f"{SELECTORS['plot']} .main-svg", ".noUi-handle", SELECTORS["plot"],
-                      keys=("ArrowRight", "ArrowLeft"))
+                      keys=("ArrowRight", "ArrowLeft"), page="body")
 
 
 async def one_slider_latency(browser, repeats: int, deadline: Deadline) -> dict:
@@ -196,7 +218,8 @@ async def latency_command(args: argparse.Namespace, argv: Sequence[str] | None) 
         meta = machine_metadata(argv, chromium=browser.version, server=args.url or "own Voila",
                                 settle_quiet_ms=QUIET_MS, selectors=SELECTORS,
                                 measure="performance.now() of the last mutation in the container minus the input "
-                                        "event's timeStamp, declared settled after QUIET_MS without mutation",
+                                        "event's timeStamp, declared settled after QUIET_MS without mutation; "
+                                        "page_*: the last mutation anywhere in the tab widget",
                                 timeout_s=args.timeout, only=args.only,
                                 # other work on the machine shares its cores: its 1/5/15-minute load, before and after
                                 load_average_before=list(os.getloadavg()))
@@ -211,6 +234,8 @@ async def latency_command(args: argparse.Namespace, argv: Sequence[str] | None) 
     for scenario in result["scenarios"].values():
         if "median_s" in scenario and base:
             scenario["ratio_to_one_slider"] = scenario["median_s"] / base
+        if "beyond_work_median_s" in scenario and base:
+            scenario["beyond_work_ratio_to_one_slider"] = scenario["beyond_work_median_s"] / base
     return {"metadata": meta, "one_slider_page": reference, **result}
 
 
@@ -218,7 +243,8 @@ async def latency_command(args: argparse.Namespace, argv: Sequence[str] | None) 
 def latency_table(result: dict) -> str:
     load = result["page_load"]
     lines = [f"first plot after {_fmt(load['first_plot_s'])} s; errors: {len(load['errors'])}",
-             f"{'scenario':<24} {'n':>3} {'median s':>9} {'p95 s':>7} {'x round trip':>12} {'x one-slider':>12}"]
+             f"{'scenario':<24} {'n':>3} {'median s':>9} {'p95 s':>7} {'x round trip':>12} {'x one-slider':>12} "
+             f"{'whole tab s':>11}"]
     rows = {ONE_SLIDER_NAME: result["one_slider_page"]} if "one_slider_page" in result else {}
     for name, res in {**rows, **result["scenarios"]}.items():
         if "error" in res:
@@ -226,6 +252,11 @@ def latency_table(result: dict) -> str:
         else:
             lines.append(f"{name:<24} {len(res['samples_s']):>3} {_fmt(res['median_s'], '.3f'):>9} "
                          f"{_fmt(res['p95_s'], '.3f'):>7} {_fmt(res.get('ratio_to_round_trip')):>12} "
-                         f"{_fmt(res.get('ratio_to_one_slider', 1.0 if name == ONE_SLIDER_NAME else None)):>12}")
+                         f"{_fmt(res.get('ratio_to_one_slider', 1.0 if name == ONE_SLIDER_NAME else None)):>12} "
+                         f"{_fmt(res.get('page_median_s'), '.3f'):>11}")
+            if "beyond_work_median_s" in res:
+                lines.append(f"{'':<24} of which its own work (timing the ops) {_fmt(res['work_median_s'], '.3f')} "
+                             f"s; the rest {_fmt(res['beyond_work_median_s'], '.3f')} s = "
+                             f"{_fmt(res.get('beyond_work_ratio_to_one_slider'))} x one-slider")
     return "\n".join(lines)
 
