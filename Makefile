@@ -30,7 +30,7 @@ export PYTHONHASHSEED := 0
 export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help setup hub-proxy hub-env hub student dashboard lab test test-headless test-unit test-notebooks test-browser browser screenshot bench lock clean
+.PHONY: help setup hub-proxy hub-env hub student dashboard lab test test-headless test-unit test-notebooks test-browser browser screenshot bench bench-bertviz lock clean
 
 help:
 	@echo "make dashboard   serve notebooks/dashboard.ipynb with Voila at http://$(HOST):$(PORT)"
@@ -39,6 +39,7 @@ help:
 	@echo "make student     nbgrader student copies of every lesson in $(COURSE)/release (COURSE=... to choose)"
 	@echo "make screenshot  regenerate assets/dashboard.png"
 	@echo "make bench       run the benchmark scripts (hook overhead; fused attention, on a GPU when present)"
+	@echo "make bench-bertviz  the attention app's first drawing beside bertviz's in JupyterLab (ARGS='--tokens 32 128')"
 	@echo "make hub         serve JupyterHub for a class at http://$(HOST):$(HUB_PORT) (explorer/deploy/jupyterhub_config.py);"
 	@echo "                 loopback demo: EXPLORER_HUB_AUTH=dummy EXPLORER_HUB_USERS='alice bob' EXPLORER_HUB_PASSWORD=... make hub"
 
@@ -137,6 +138,21 @@ screenshot: setup browser
 bench: setup
 	$(PY) -m explorer.bench.hook_overhead
 	$(PY) -m explorer.bench.attention
+
+# The attention app's first drawing beside bertviz's in one JupyterLab (explorer/bench/first_drawing.py). bertviz
+# 1.4.1 (without its dependencies) and the scripts it takes from a CDN (from npm) go to .bench/bertviz, outside the
+# project's environment; the browser is given the scripts from there.
+BERTVIZ_DIR := .bench/bertviz
+bench-bertviz: setup browser
+	@test -f $(BERTVIZ_DIR)/python/bertviz/head_view.py || \
+	    $(PY) -m pip install -q --no-deps --target $(BERTVIZ_DIR)/python bertviz==1.4.1
+	@test -f $(BERTVIZ_DIR)/js/jquery.min.js || { \
+	    mkdir -p $(BERTVIZ_DIR)/js && cd $(BERTVIZ_DIR)/js && \
+	    npm pack -q requirejs@2.3.6 d3@5.7.0 jquery@2.1.0 >/dev/null && \
+	    tar xzf requirejs-2.3.6.tgz -O package/require.js > require.js && \
+	    tar xzf d3-5.7.0.tgz -O package/dist/d3.min.js > d3.min.js && \
+	    tar xzf jquery-2.1.0.tgz -O package/dist/jquery.min.js > jquery.min.js && rm -f *.tgz; }
+	CHROMIUM=$(CHROMIUM) $(PY) -m explorer.bench.first_drawing --bertviz $(BERTVIZ_DIR) $(ARGS)
 
 lock: setup
 	{ echo "# Exact versions of the environment that 'make dashboard' / 'make test' build (pip constraints)."; \

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 
 import anywidget
+import numpy as np
 import traitlets
 
 from explorer.apps._js import LIBRARY_LOADER
@@ -69,6 +70,7 @@ async function render({model, el}) {
       el.__bokeh = {Bokeh, doc, views};  // for tests and debugging: the live document of this view
       el.dataset.rendered = String(mine);
       delete el.dataset.error;
+      model.send({type: "rendered"});  // apps draw their other figures once their first one is on the page
     } catch (error) {
       el.dataset.error = String(error);
       el.textContent = `The head view could not be drawn: ${error}`;
@@ -122,6 +124,7 @@ class BokehWidget(anywidget.AnyWidget):
         import bokeh
 
         self.version = bokeh.__version__
+        self._rendered_handlers: list = []
         self.show(figure)
         self.on_msg(self._on_message)
 
@@ -141,10 +144,20 @@ class BokehWidget(anywidget.AnyWidget):
         """Replace column data of named sources and ``(start, end)`` of named ranges, in place in the page."""
         with self.hold_sync():
             if sources is not None:
-                self.sources = {name: {k: list(v) for k, v in columns.items()} for name, columns in sources.items()}
+                self.sources = {name: {k: v.tolist() if isinstance(v, np.ndarray) else list(v)
+                                       for k, v in columns.items()} for name, columns in sources.items()}
             if ranges is not None:
                 self.ranges = {name: [float(start), float(end)] for name, (start, end) in ranges.items()}
+
+    def on_rendered(self, callback) -> None:
+        """Call ``callback()`` each time a page reports it has embedded the figure (first shown, or re-shown)."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        self._rendered_handlers.append(callback)
 
     def _on_message(self, _widget, content, _buffers) -> None:
         if isinstance(content, dict) and content.get("type") == "need-bokehjs":
             self.send({"type": "bokehjs", "source": bokehjs_source()})
+        elif isinstance(content, dict) and content.get("type") == "rendered":
+            for handler in list(self._rendered_handlers):
+                handler()

@@ -173,6 +173,23 @@ async function render({model, el}) {
     queue = queue.then(async () => {
       const revision = model.get("revision");
       if (String(revision) === el.dataset.revision) return;  // drawn already (or a newer draw covered it)
+      const waiting = model.get("placeholder");
+      if (waiting) {  // a box with the text, no plotly.js: the page's first figures are drawn sooner
+        const box = document.createElement("div");
+        box.className = "explorer-plot-placeholder";
+        box.style.cssText = "display:flex;align-items:center;justify-content:center;color:#888;font-size:13px";
+        box.style.height = `${parsed("frame").height || 300}px`;
+        box.textContent = waiting;
+        el.replaceChildren(box);
+        el.dataset.placeholder = waiting;
+        el.dataset.revision = String(revision);
+        return;
+      }
+      if (el.dataset.placeholder !== undefined) {
+        el.replaceChildren();
+        delete el.dataset.placeholder;
+      }
+      if (!Plotly) Plotly = await loadPlotly(model);  // asked for with the first real figure
       const now = {traces: model.get("traces"), config: JSON.stringify(model.get("config")), frame: parsed("frame")};
       const edits = drawn && drawn.traces === now.traces && drawn.config === now.config
         ? componentEdits(drawn.frame, now.frame) : null;
@@ -196,24 +213,28 @@ async function render({model, el}) {
     }).catch((error) => {
       drawn = null;  // the next draw starts afresh
       el.dataset.error = String(error);
+      if (!Plotly) el.textContent = `The figure could not be drawn: ${error}`;
       console.error(error);
     });
     return queue;
   };
-  const onRevision = () => { if (Plotly) draw(); };
+  let rendered = false;
+  const onRevision = () => { if (rendered) draw(); };
   model.on("change:revision", onRevision);
   let frame = null;
   const observer = new ResizeObserver(() => {
-    if (frame !== null || !Plotly || el.dataset.revision === undefined) return;
+    if (frame !== null || !Plotly || el.dataset.revision === undefined || el.dataset.placeholder !== undefined) {
+      return;
+    }
     frame = requestAnimationFrame(() => {
       frame = null;
       if (el.isConnected && el.offsetWidth > 0) Plotly.Plots.resize(el).catch(() => {});
     });
   });
   try {
-    Plotly = await loadPlotly(model);
     await inDocument(el);
     observer.observe(el);
+    rendered = true;
     await draw();
   } catch (error) {
     el.dataset.error = String(error);
@@ -265,6 +286,7 @@ class PlotView(anywidget.AnyWidget):
     frame = traitlets.Unicode("{}").tag(sync=True)    # JSON of its layout (``layout`` is the widget's CSS box)
     config = traitlets.Dict().tag(sync=True)          # plotly.js config
     revision = traitlets.Int(0).tag(sync=True)        # increases with every update; the page draws the latest
+    placeholder = traitlets.Unicode("").tag(sync=True)  # text shown (no plotly.js) until the first update
     version = traitlets.Unicode().tag(sync=True)      # plotly.js version the figure needs
 
     def __init__(self, figure: go.Figure | dict, css: str | None = None, **kwargs) -> None:
@@ -310,7 +332,25 @@ class PlotView(anywidget.AnyWidget):
                 self.traces = data
             if layout != self.frame:
                 self.frame = layout
+            self.placeholder = ""
             self.revision += 1
+
+    @classmethod
+    def waiting(cls, height: int, css: str | None = None, text: str = "computing …") -> PlotView:
+        """A view that shows ``text`` in a box ``height`` px high until its first :meth:`update`, drawn without
+        plotly.js (which the page loads, if it has not yet, with the first real figure): an app's first figure is
+        drawn sooner when the ones still being computed cost the page nothing. Its :attr:`figure` meanwhile has no
+        traces, only the text as an annotation (exports leave such figures out)."""
+        if isinstance(height, bool) or not isinstance(height, int) or height <= 0:
+            raise ValueError(f"height must be a positive int, got {height!r}")
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"text must be a non-empty string, got {text!r}")
+        view = cls({"data": [], "layout": {"height": height, "xaxis": {"visible": False}, "yaxis": {"visible": False},
+                                           "annotations": [{"text": text, "showarrow": False, "x": 0.5, "y": 0.5,
+                                                            "xref": "paper", "yref": "paper",
+                                                            "font": {"color": "#888"}}]}}, css)
+        view.placeholder = text
+        return view
 
     def _encoded(self, value: list | dict, which: int) -> str:
         """JSON of a spec's data list (``which`` 0) or layout dict (1); a trace or layout entry that is the very

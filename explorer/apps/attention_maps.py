@@ -45,13 +45,6 @@ STREAM_CHUNK = 32     # query rows per step of the CPU streamed statistics: 12 h
 QKV = ["*.hook_q", "*.hook_k", "*.hook_v"]
 
 
-def _placeholder(height: int) -> dict:
-    """A figure spec shown while the real one is computed (no validation needed: nothing of it is ours)."""
-    return {"data": [], "layout": {"height": height, "xaxis": {"visible": False}, "yaxis": {"visible": False},
-                                   "annotations": [{"text": "computing …", "showarrow": False, "x": 0.5, "y": 0.5,
-                                                    "xref": "paper", "yref": "paper", "font": {"color": "#888"}}]}}
-
-
 def _streamed(trace, mask) -> AttentionStats:
     """Streamed statistics of every layer from recorded q, k, v, one layer at a time: fields (layer, head, token
     [, bucket]). Never more than ``STREAM_CHUNK`` query rows of scores at once on CPU."""
@@ -127,10 +120,10 @@ class AttentionMapsApp:
         self._head_plot, self._head_tokens, self._head_lines = head_view_figure(*self._head_view_columns(),
                                                                                height=950)
         self.head_view = BokehWidget(self._head_plot)
-        self.heatmap = PlotView(_placeholder(520), "attn-heatmap")
-        self.model_view = PlotView(_placeholder(80 + 62 * config.num_hidden_layers), "attn-model-view")
-        self.stats = PlotView(_placeholder(520), "attn-stats")
-        self.histogram = PlotView(_placeholder(380), "attn-histogram")
+        self.heatmap = PlotView.waiting(520, "attn-heatmap")
+        self.model_view = PlotView.waiting(80 + 62 * config.num_hidden_layers, "attn-model-view")
+        self.stats = PlotView.waiting(520, "attn-stats")
+        self.histogram = PlotView.waiting(380, "attn-histogram")
         self.status.value = "<div class='attn-status-pending'>computing the matrix and statistics …</div>"
         self._pending = True
         # side by side where the page is wide, one under the other where it is not (JupyterLab beside a side panel)
@@ -180,7 +173,11 @@ class AttentionMapsApp:
         ])
         self.widget.add_class("attn-app")
         harden(self.widget, self.message, "attn-error")
-        soon(self._complete, self.message, "attn-error")
+        # the rest once the page reports the head view embedded: sent earlier, the other figures reach the page
+        # while BokehJS is still building the head view and delay it. Where no page reports within a second (no
+        # front end: nbval; a page still loading BokehJS), the rest comes anyway.
+        self.head_view.on_rendered(lambda: soon(self._complete, self.message, "attn-error", delay=0.0))
+        soon(self._complete, self.message, "attn-error", delay=1.0)
 
     def _complete(self) -> None:
         """The views after the head view (scheduled by the constructor; also run by any control that comes first)."""

@@ -211,7 +211,7 @@ def test_in_a_kernel_the_head_view_comes_first_and_the_rest_follows():
     late, (pending, traces, drawn, lines) = asyncio.run(build())
     assert pending and traces == [] and drawn  # first drawing: the head view only
     sync = AttentionMapsApp()  # no loop here: everything at once
-    assert not sync._pending and lines["w"] == sync._head_lines.data["w"]
+    assert not sync._pending and np.array_equal(lines["w"], sync._head_lines.data["w"])
     untimed = lambda text: re.sub(r"ran in \d+ ms", "ran in … ms", text)  # noqa: E731
     assert not late._pending and untimed(late.status.value) == untimed(sync.status.value)
     for name in ("heatmap", "model_view", "stats", "histogram"):

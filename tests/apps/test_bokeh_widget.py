@@ -58,3 +58,17 @@ def test_update_sends_plain_lists_and_float_ranges():
 def test_refuses_what_is_not_a_bokeh_model(bad):
     with pytest.raises(TypeError, match="figure must be a bokeh model"):
         BokehWidget(bad)
+
+
+def test_a_page_reporting_the_figure_embedded_calls_the_handlers():
+    widget = BokehWidget(_figure())
+    calls = []
+    widget.on_rendered(lambda: calls.append("a"))
+    widget.on_rendered(lambda: calls.append("b"))
+    widget._handle_custom_msg({"type": "need-bokehjs-not"}, [])
+    assert calls == []
+    widget._handle_custom_msg({"type": "rendered"}, [])
+    widget._handle_custom_msg({"type": "rendered"}, [])  # re-shown: again
+    assert calls == ["a", "b", "a", "b"]
+    with pytest.raises(TypeError, match="callback must be callable"):
+        widget.on_rendered("not a function")

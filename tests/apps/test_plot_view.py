@@ -117,3 +117,18 @@ def test_a_spec_update_sends_what_the_figure_would_and_reencodes_only_changes(mo
     view.update(patch(moved, layout={"height": 5}))  # plotly refuses a height under 10: only on validation
     with pytest.raises(ValueError, match="height"):
         view.figure
+
+
+def test_a_waiting_view_shows_its_text_until_the_first_update():
+    view = PlotView.waiting(240, "x-figure", text="computing …")
+    state = view.get_state()
+    assert state["placeholder"] == "computing …" and json.loads(state["traces"]) == []
+    assert json.loads(state["frame"])["height"] == 240 and "x-figure" in view._dom_classes
+    assert len(view.figure.data) == 0 and view.figure.layout.annotations[0].text == "computing …"
+    view.update(heatmap(np.eye(2)))
+    assert view.placeholder == "" and len(json.loads(view.traces)) == 1
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="height must be a positive int"):
+            PlotView.waiting(bad)
+    with pytest.raises(ValueError, match="text must be a non-empty string"):
+        PlotView.waiting(100, text="")

@@ -56,7 +56,8 @@ def test_tab_renders_without_errors(attention_page):
     page = attention_page
     view_ready(page)  # the head view embeds itself once BokehJS is in the page (asked for on first render)
     assert page.locator(".attn-head-view .bk-Canvas, .attn-head-view canvas").count() >= 1
-    assert page.locator(".attn-model-view.js-plotly-plot").is_visible()
+    # the other figures follow once the page has reported the head view embedded
+    page.wait_for_selector(".attn-model-view.js-plotly-plot", state="visible", timeout=30_000)
     # the streamed statistics: distance histogram (heads x 11 buckets), each head's shares summing to 1
     page.locator(".attn-histogram.js-plotly-plot .main-svg").first.scroll_into_view_if_needed()
     z = page.evaluate("() => Array.from(document.querySelector('.attn-histogram.js-plotly-plot').data[2].z, "

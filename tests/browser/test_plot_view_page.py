@@ -95,7 +95,7 @@ def page(browser):
 
 def _render(page, view: PlotView) -> None:
     state = {key: value for key, value in view.get_state().items()
-             if key in ("traces", "frame", "config", "revision", "version")}
+             if key in ("traces", "frame", "config", "revision", "version", "placeholder")}
     page.evaluate(PAGE_JS, [PlotView._esm, state, plotlyjs_version()])
     page.wait_for_function("() => window.__el.dataset.revision === '%d'" % view.revision, timeout=30_000)
 
@@ -103,7 +103,7 @@ def _render(page, view: PlotView) -> None:
 def _push(page, view: PlotView) -> None:
     """Send the view's current state to the page as a kernel update would; wait until it is drawn."""
     page.evaluate("(s) => window.__setState(s)", {"traces": view.traces, "frame": view.frame,
-                                                   "revision": view.revision})
+                                                   "revision": view.revision, "placeholder": view.placeholder})
     page.wait_for_function("(r) => window.__el.dataset.revision === String(r)", arg=view.revision, timeout=30_000)
 
 
@@ -247,3 +247,20 @@ def test_fixed_margins_hold_every_label(page, width):
         if outside:
             problems[name] = outside
     assert not problems, problems
+
+
+def test_a_waiting_view_is_a_text_box_until_its_first_figure(page):
+    view = PlotView.waiting(260, text="computing …")
+    _render(page, view)
+    shown = page.evaluate("""() => ({svg: !!window.__el.querySelector('.main-svg'), text: window.__el.innerText,
+                                    height: window.__el.getBoundingClientRect().height,
+                                    placeholder: window.__el.dataset.placeholder})""")
+    assert shown == {"svg": False, "text": "computing …", "height": 260, "placeholder": "computing …"}
+    z = np.arange(6, dtype=np.float32).reshape(2, 3)
+    figure = go.Figure(go.Heatmap(z=z)).update_layout(height=260)
+    view.update(figure)
+    _push(page, view)
+    drawn = _drawn(page, "#view")
+    assert drawn == _reference(page, figure)
+    assert page.evaluate("() => [!!window.__el.querySelector('.main-svg'), window.__el.dataset.placeholder]") == \
+        [True, None]
