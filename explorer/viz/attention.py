@@ -110,9 +110,8 @@ def head_view_figure(token_cols: dict, line_cols: dict, height: int | None = Non
     fig = figure(width=420, height=height or min(60 + 18 * max(len(token_cols["y"]) // 2, 1), 950),
                  tools=[SaveTool()], toolbar_location="above", x_range=Range1d(-0.55, 1.55),
                  y_range=Range1d(*head_view_y_range(token_cols), name=HEAD_VIEW_NAMES["y_range"]),
-                 title="head view: click a token to isolate its attention", name="head-view")
-    fig.axis.visible = False
-    fig.grid.visible = False
+                 title="head view: click a token to isolate its attention", name="head-view",
+                 x_axis_type=None, y_axis_type=None)  # no axes (nor their grids): fewer models to send and build
     fig.outline_line_color = None
     colours = LinearColorMapper(palette=[HEAD_COLOURS[h % len(HEAD_COLOURS)] for h in range(MAX_HEADS)],
                                 low=-0.5, high=MAX_HEADS - 0.5)  # head h -> HEAD_COLOURS[h % 12], computed in the page
