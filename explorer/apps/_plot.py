@@ -20,8 +20,9 @@ Two measured problems, both in plotly 7.1's ``FigureWidget`` (an anywidget):
 
 Here the synced state is the figure itself (``fig.to_json()``: data and layout, numeric arrays as plotly's base64
 typed arrays), replaced whole on :meth:`PlotView.update`, with a revision number. The browser draws the latest state
-with ``Plotly.react``; draws are serialised and coalesced (a view that falls behind skips to the newest revision),
-and any view created later, after a reload or in a second tab, is built from the current state. Nothing is ever
+with ``Plotly.react`` (``Plotly.relayout`` when only shapes, annotations or images changed); draws are serialised
+and coalesced (a view that falls behind skips to the newest revision), and any view created later, after a reload
+or in a second tab, is built from the current state. Nothing is ever
 "set and reset", so there is nothing to lose: the last update is what every view shows. Data and layout are
 separate traits (``traces``, ``frame``) and :meth:`update` sends only the one whose JSON changed, so moving a
 selection frame does not resend the heatmaps.
@@ -341,10 +342,14 @@ class PlotView(anywidget.AnyWidget):
         plotly.js (which the page loads, if it has not yet, with the first real figure): an app's first figure is
         drawn sooner when the ones still being computed cost the page nothing. Its :attr:`figure` meanwhile has no
         traces, only the text as an annotation (exports leave such figures out)."""
-        if isinstance(height, bool) or not isinstance(height, int) or height <= 0:
-            raise ValueError(f"height must be a positive int, got {height!r}")
-        if not isinstance(text, str) or not text:
-            raise ValueError(f"text must be a non-empty string, got {text!r}")
+        if isinstance(height, bool) or not isinstance(height, int):
+            raise TypeError(f"height must be an int, got {type(height).__name__}")
+        if height <= 0:
+            raise ValueError(f"height must be positive, got {height}")
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}")
+        if not text:
+            raise ValueError("text must not be empty")
         view = cls({"data": [], "layout": {"height": height, "xaxis": {"visible": False}, "yaxis": {"visible": False},
                                            "annotations": [{"text": text, "showarrow": False, "x": 0.5, "y": 0.5,
                                                             "xref": "paper", "yref": "paper",

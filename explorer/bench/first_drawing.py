@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -203,7 +204,7 @@ def jupyter_lab(folder: Path, timeout: float = 120.0) -> Iterator[str]:
         try:
             proc.wait(timeout=20)  # the server shuts its kernels down
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
         shutil.rmtree(scratch, ignore_errors=True)

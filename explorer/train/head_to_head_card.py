@@ -260,21 +260,13 @@ def write_model_card(folder: str | Path | None = None) -> Path:
         "is not used: its generator places objects at random (no half-image control), and one dataset keeps the",
         "learning rates and models comparable across the experiments.", "",
     ]
-    if "sweep" in res:
-        lines += _sweep_section(res["sweep"])
-    if "equivariance" in res:
-        lines += _equivariance_section(res["equivariance"])
-    if "data_efficiency" in res:
-        lines += _data_efficiency_section(res["data_efficiency"])
-    if "ood_position" in res:
-        lines += _ood_section(res["ood_position"])
+    for key, section in _SECTIONS:
+        if key in res:
+            lines += section(res[key])
     lines += ["## What the data supports", ""]
-    if "equivariance" in res:
-        lines += _claims(res["equivariance"])
-    if "data_efficiency" in res:
-        lines += _efficiency_claims(res["data_efficiency"])
-    if "ood_position" in res:
-        lines += _ood_claims(res["ood_position"])
+    for key, claims in _CLAIMS:
+        if key in res:
+            lines += claims(res[key])
     lines += [
         "", "## Limitations", "",
         "- Tiny data (1347 training images of 8 x 8 digits on an empty canvas), tiny models (about 27-29 k "
@@ -367,3 +359,9 @@ def _claims(res: dict) -> list[str]:
                    "circular padding without pooling would make it exact (the sanity check in "
                    "`tests/analysis/test_equivariance.py`).")
     return out
+
+
+# each experiment's section and its claims, in the card's order (an experiment not run yet has neither)
+_SECTIONS = (("sweep", _sweep_section), ("equivariance", _equivariance_section),
+             ("data_efficiency", _data_efficiency_section), ("ood_position", _ood_section))
+_CLAIMS = (("equivariance", _claims), ("data_efficiency", _efficiency_claims), ("ood_position", _ood_claims))

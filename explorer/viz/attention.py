@@ -69,8 +69,8 @@ def head_view_data(tokens: Sequence[str], pattern: np.ndarray, heads: Sequence[i
     }
     block = pattern[:, start:stop, start:stop]  # (head, query, key) inside the window
     heads = np.asarray(list(heads), dtype=np.int64)
-    strong = block[heads] >= threshold if heads.size else np.zeros((0,) + block.shape[1:], dtype=bool)
-    which, qi, ki = np.nonzero(strong)  # head-major, then query, then key (the order of the loops it replaces)
+    # head-major, then query, then key (the order of the loops it replaces)
+    which, qi, ki = np.nonzero(block[heads] >= threshold)
     head = heads[which]
     w = block[head, qi, ki].astype(np.float64)
     query, key = (start + qi).astype(np.int32), (start + ki).astype(np.int32)

@@ -127,8 +127,13 @@ def test_a_waiting_view_shows_its_text_until_the_first_update():
     assert len(view.figure.data) == 0 and view.figure.layout.annotations[0].text == "computing …"
     view.update(heatmap(np.eye(2)))
     assert view.placeholder == "" and len(json.loads(view.traces)) == 1
-    for bad in (0, -5, 2.5, True):
-        with pytest.raises(ValueError, match="height must be a positive int"):
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="height must be positive"):
             PlotView.waiting(bad)
-    with pytest.raises(ValueError, match="text must be a non-empty string"):
+    for bad in (2.5, True, "240"):
+        with pytest.raises(TypeError, match="height must be an int"):
+            PlotView.waiting(bad)
+    with pytest.raises(ValueError, match="text must not be empty"):
         PlotView.waiting(100, text="")
+    with pytest.raises(TypeError, match="text must be a string"):
+        PlotView.waiting(100, text=None)

@@ -12,7 +12,7 @@ same figures from scratch (``Plotly.newPlot`` in a second div, the independent r
 
 from __future__ import annotations
 
-import base64
+import json
 
 import numpy as np
 import plotly.graph_objects as go
@@ -21,6 +21,7 @@ import pytest
 from explorer.apps._plot import PlotView, plotlyjs_source, plotlyjs_version
 from explorer.viz.receptive_field import receptive_field_figure
 from explorer.viz.speech import attention_figure, spectrogram_figure
+from tests.viz.test_figure_specs import plain
 
 pytestmark = pytest.mark.browser
 
@@ -119,18 +120,8 @@ def _reference(page, figure: go.Figure) -> dict:
 
 
 def _plain(value):
-    """Numbers as plain lists: numpy arrays, and plotly's base64 typed arrays decoded by numpy."""
-    if isinstance(value, dict) and isinstance(value.get("bdata"), str):
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        shape = value.get("shape")
-        return (flat if shape is None else flat.reshape([int(n) for n in str(shape).split(",")])).tolist()
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value.item() if isinstance(value, np.generic) else value
+    """Numbers as plain lists: plotly's base64 typed arrays decoded by numpy (tests.viz.test_figure_specs.plain)."""
+    return json.loads(json.dumps(plain(value), default=lambda array: array.tolist()))
 
 
 def _calls(page) -> dict:
